@@ -1,0 +1,31 @@
+# The two commands of the README: `make demo` and `make test`.
+# Both create the virtual environment they need (.venv) on first use.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint unit e2e bench clean
+
+$(STAMP): pyproject.toml scripts/install-system-deps
+	bash scripts/install-system-deps
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/isthmus demo-cluster
+
+test: $(STAMP) lint
+	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+bench: $(STAMP)
+	$(VENV)/bin/python bench/watch_fanout.py
+
+clean:
+	rm -rf $(VENV)

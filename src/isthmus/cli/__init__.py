@@ -1,0 +1,1 @@
+"""Layer 5, the command line: wires components together."""

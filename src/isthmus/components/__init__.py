@@ -1,0 +1,1 @@
+"""Layer 4, components: the API server and (later) the pod runner and mesh components."""

@@ -1,0 +1,1 @@
+"""Layer 1, pure cores: protocol parsing and decisions. No I/O, no clock reads."""

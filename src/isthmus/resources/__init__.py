@@ -1,0 +1,1 @@
+"""Layer 2, resources: typed resource descriptions, schemas, validation of manifests."""

@@ -1,0 +1,5 @@
+"""`python -m isthmus` runs the command line."""
+
+from isthmus.cli.main import main
+
+main()

@@ -22,7 +22,7 @@ from isthmus.adapters.clusterdir import ClusterDir
 from isthmus.components import cluster as clusters
 
 KUBECTL = os.environ.get("ISTHMUS_TEST_KUBECTL", "/usr/bin/kubectl")
-OLD_KUBECTL = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27"
+OLD_KUBECTL = "/usr/lib/google-cloud-sdk/bin/kubectl.1.29"
 
 
 @dataclass

@@ -137,7 +137,10 @@ def cluster_serve(name: str) -> None:
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is a dependency; plain asyncio still works
         pass
-    asyncio.run(server.serve_forever(cdir))
+    # Tuning knobs for tests and benchmarks; the defaults suit users.
+    history = int(os.environ.get("ISTHMUS_STORE_HISTORY", "10000"))
+    bookmarks = float(os.environ.get("ISTHMUS_BOOKMARK_INTERVAL", "10"))
+    asyncio.run(server.serve_forever(cdir, history=history, bookmark_interval=bookmarks))
 
 
 @app.command("demo-cluster")

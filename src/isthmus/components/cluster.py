@@ -9,6 +9,7 @@ waits until it answers, and writes the kubeconfig context.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import http.client
 import os
@@ -210,30 +211,24 @@ def stop(cdir: ClusterDir, *, progress: Progress = lambda _: None, timeout: floa
         cdir.pid_file.unlink(missing_ok=True)
         return False
     assert pid is not None
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and _alive(pid):
         _reap(pid)
         time.sleep(0.05)
     if _alive(pid):
         progress(f"cluster {cdir.name}: did not stop within {timeout:.0f}s; killing it")
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         _reap(pid)
     cdir.pid_file.unlink(missing_ok=True)
     return True
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def delete(cdir: ClusterDir, *, kubeconfig_path: Path, progress: Progress = lambda _: None) -> None:

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from isthmus.adapters.store import AlreadyExists, Compacted, Conflict, NotFound, SQLiteStore, make_key
+from isthmus.adapters.store import (
+    AlreadyExists,
+    Compacted,
+    Conflict,
+    NotFound,
+    SQLiteStore,
+    make_key,
+)
 
 
 def svc(name: str, **extra: object) -> dict[str, object]:

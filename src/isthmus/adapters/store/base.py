@@ -12,6 +12,7 @@ by implementing this class without touching the API server.
 from __future__ import annotations
 
 import abc
+import builtins
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -104,7 +105,7 @@ class Store(abc.ABC):
     def get(self, key: str) -> Record | None: ...
 
     @abc.abstractmethod
-    def list(self, resource: str, namespace: str | None = None) -> list[Record]:
+    def list(self, resource: str, namespace: str | None = None) -> builtins.list[Record]:
         """Objects of one resource (in one namespace, if given), sorted by key."""
 
     @abc.abstractmethod
@@ -118,7 +119,7 @@ class Store(abc.ABC):
         """Remove the object; the returned record is the object as deleted, at the new revision."""
 
     @abc.abstractmethod
-    def changes_since(self, rev: int, resource: str | None = None) -> list[Event]:
+    def changes_since(self, rev: int, resource: str | None = None) -> builtins.list[Event]:
         """Changes after `rev`, oldest first; raises Compacted if `rev` is too old."""
 
     @abc.abstractmethod

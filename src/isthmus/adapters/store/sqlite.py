@@ -12,6 +12,7 @@ across restarts too.
 
 from __future__ import annotations
 
+import builtins
 import sqlite3
 from bisect import bisect_right
 from collections import deque
@@ -81,14 +82,14 @@ class SQLiteStore(Store):
     def get(self, key: str) -> Record | None:
         return self._objects.get(key.rsplit("/", 2)[0], {}).get(key)
 
-    def list(self, resource: str, namespace: str | None = None) -> list[Record]:
+    def list(self, resource: str, namespace: str | None = None) -> builtins.list[Record]:
         objs = self._objects.get(resource, {})
         if namespace is None:
             return [objs[k] for k in sorted(objs)]
         prefix = f"{resource}/{namespace}/"
         return [objs[k] for k in sorted(objs) if k.startswith(prefix)]
 
-    def changes_since(self, rev: int, resource: str | None = None) -> list[Event]:
+    def changes_since(self, rev: int, resource: str | None = None) -> builtins.list[Event]:
         if rev < self._compacted:
             raise Compacted(rev, self._compacted)
         revs = [e.rev for e in self._log]

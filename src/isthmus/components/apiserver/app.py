@@ -349,7 +349,15 @@ class ApiServer:
             spec = WatchSpec(rt, info.namespace or None, labels, fields)
         send_initial = q.get("sendInitialEvents") == "true"
         rv = q.get("resourceVersion")
-        w, initial = self.ctx.hub.open(spec, None if send_initial else rv)
+        try:
+            w, initial = self.ctx.hub.open(spec, None if send_initial else rv)
+        except errors.ApiError as e:
+            # As Kubernetes' watch cache does: a watch that cannot start from the version asked for
+            # is answered with a stream holding one ERROR event (410 Gone), so clients re-list.
+            resp = web.StreamResponse(headers={"Content-Type": JSON})
+            await resp.prepare(request)
+            await resp.write(json_line("ERROR", e.body()))
+            return resp
         bookmarks = q.get("allowWatchBookmarks") == "true"
         timeout = float(q["timeoutSeconds"]) if q.get("timeoutSeconds") else None
         as_table = self._wants_table(request)
@@ -390,22 +398,22 @@ class ApiServer:
                         break
                     wait = remaining if wait is None else min(wait, remaining)
                 try:
-                    ev = await asyncio.wait_for(w.queue.get(), wait) if wait is not None else await w.queue.get()
+                    first = await asyncio.wait_for(w.queue.get(), wait)
                 except TimeoutError:
                     if bookmarks:
                         await resp.write(bookmark_line(rt, max(last_rev, self.ctx.objects.store.revision)))
                     continue
-                batch = [ev]
+                batch = [first]
                 while not w.queue.empty():
                     batch.append(w.queue.get_nowait())
                 out = []
                 closed = False
-                for e in batch:
-                    if e is None:
+                for item in batch:
+                    if item is None:
                         closed = True
                         break
-                    last_rev = e.rev
-                    t = translate(spec, e)
+                    last_rev = item.rev
+                    t = translate(spec, item)
                     if t is not None:
                         out.append(encode(*t))
                 if out:

@@ -59,10 +59,10 @@ class Authenticator:
             except TokenInvalid as e:
                 raise AuthenticationFailed(str(e)) from None
             return user
-        user = user_from_peercert(peercert)
-        if user is None:
+        cert_user = user_from_peercert(peercert)
+        if cert_user is None:
             raise AuthenticationFailed("no client certificate or bearer token")
-        return user
+        return cert_user
 
 
 class Authorizer:

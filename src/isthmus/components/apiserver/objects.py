@@ -13,6 +13,7 @@ its resources servable.
 
 from __future__ import annotations
 
+import builtins
 import copy
 import datetime as dt
 import uuid
@@ -85,11 +86,11 @@ class Objects:
         return obj
 
     def list(self, rt: ResourceType, namespace: str | None, labels: LabelSelector | None,
-             fields: FieldSelector | None) -> list[Record]:
+             fields: FieldSelector | None) -> builtins.list[Record]:
         records = self.store.list(rt.key, namespace if rt.namespaced else None)
         if (labels is None or labels.empty) and fields is None:
             return records
-        out = []
+        out: builtins.list[Record] = []
         for rec in records:
             obj = rec.obj()
             if matches(rt, obj, labels, fields):
@@ -102,7 +103,7 @@ class Objects:
 
     # -- validation ------------------------------------------------------------
 
-    def _validate(self, rt: ResourceType, obj: dict[str, Any], field_validation: str) -> tuple[dict[str, Any], list[str]]:
+    def _validate(self, rt: ResourceType, obj: dict[str, Any], field_validation: str) -> tuple[dict[str, Any], builtins.list[str]]:
         """Schema-check `obj`; returns the object with unknown fields dropped and the warnings."""
         if rt.is_custom:
             if rt.crd_schema is None:
@@ -133,7 +134,7 @@ class Objects:
         if not isinstance(obj, dict):
             raise bad_request("the request body must be a JSON or YAML object")
         api_version, kind = obj.get("apiVersion"), obj.get("kind")
-        if kind and kind != rt.kind or api_version and api_version != rt.api_version:
+        if (kind and kind != rt.kind) or (api_version and api_version != rt.api_version):
             raise bad_request(f"the API version in the data ({api_version}) does not match the expected API "
                               f"version ({rt.api_version})" if api_version != rt.api_version else
                               f"the kind in the data ({kind}) does not match the expected kind ({rt.kind})")

@@ -124,11 +124,11 @@ def bootstrap(objects: Objects, config: ClusterConfig, net: ClusterNetwork) -> N
 
 
 async def start(cdir: ClusterDir, *, host: str | None = None, port: int = API_PORT,
-                bookmark_interval: float = 10.0) -> Running:
+                bookmark_interval: float = 10.0, history: int = 10_000) -> Running:
     config = cdir.load()
     net = ClusterNetwork(config.index)
     pki = ClusterPKI(cdir.pki_dir)
-    store = SQLiteStore(cdir.db)
+    store = SQLiteStore(cdir.db, history=history)
     registry = Registry()
     cache = openapi.OpenAPICache(registry)
     objects = Objects(store=store, registry=registry, clock=utcnow,
@@ -154,8 +154,8 @@ async def start(cdir: ClusterDir, *, host: str | None = None, port: int = API_PO
     return Running(ctx, runner, store)
 
 
-async def serve_forever(cdir: ClusterDir) -> None:
-    running = await start(cdir)
+async def serve_forever(cdir: ClusterDir, *, history: int = 10_000, bookmark_interval: float = 10.0) -> None:
+    running = await start(cdir, history=history, bookmark_interval=bookmark_interval)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

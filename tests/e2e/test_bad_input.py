@@ -164,8 +164,9 @@ def test_custom_object_violating_its_schema_is_422(west: Cluster, ns: str, link_
            "spec": {"gatewayPort": "4143", "period": "3 seconds"}}
     proc = west.kubectl("-n", ns, "apply", "-f", "-", input=json.dumps(bad), check=False)
     assert proc.returncode != 0
-    assert 'Probe.test.isthmus.io "p" is invalid' in proc.stderr
-    assert "spec.gatewayPort" in proc.stderr and "spec.period" in proc.stderr
+    assert 'The Probe "p" is invalid' in proc.stderr
+    assert '* spec.gatewayPort: Invalid value: "string"' in proc.stderr
+    assert "* spec.period: Invalid value: \"3 seconds\"" in proc.stderr
     missing = {**bad, "spec": {"period": "3s"}}
     proc = west.kubectl("-n", ns, "apply", "-f", "-", input=json.dumps(missing), check=False)
     assert proc.returncode != 0 and "gatewayPort" in proc.stderr

@@ -16,6 +16,7 @@ from lightkube import ApiError, AsyncClient, KubeConfig
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import ConfigMap, Service
+from lightkube.types import PatchType
 
 from .conftest import Cluster
 
@@ -57,9 +58,9 @@ async def test_lightkube_watch_sees_label_transitions(client: AsyncClient, ns: s
     task = asyncio.create_task(watch())
     await asyncio.sleep(0.5)
     await client.patch(Service, "s1", {"metadata": {"labels": {"exported": None}}}, namespace=ns,
-                       patch_type=__import__("lightkube").types.PatchType.MERGE)
+                       patch_type=PatchType.MERGE)
     await client.patch(Service, "s1", {"metadata": {"labels": {"exported": "true"}}}, namespace=ns,
-                       patch_type=__import__("lightkube").types.PatchType.MERGE)
+                       patch_type=PatchType.MERGE)
     await client.delete(Service, "s1", namespace=ns)
     await asyncio.wait_for(task, 15)
     assert seen == [("ADDED", "s1"), ("DELETED", "s1"), ("ADDED", "s1"), ("DELETED", "s1")]
@@ -86,8 +87,8 @@ async def test_lightkube_custom_resource_and_errors(client: AsyncClient, west: C
     got = await client.get(widget, "w", namespace=ns)
     assert got.spec == {"size": 3}  # type: ignore[attr-defined]
     # The status subresource changes status only; the main resource ignores status.
-    await client.patch(widget, "w", {"status": {"ready": True}, "spec": {"size": 9}}, namespace=ns,
-                       subresource="status", patch_type=__import__("lightkube").types.PatchType.MERGE)
+    await client.patch(widget.Status, "w", {"status": {"ready": True}, "spec": {"size": 9}}, namespace=ns,
+                       patch_type=PatchType.MERGE)
     got = await client.get(widget, "w", namespace=ns)
     assert got.status == {"ready": True} and got.spec == {"size": 3}  # type: ignore[attr-defined]
 

@@ -6,11 +6,16 @@ Each test asserts on what kubectl prints and on what the cluster's store holds.
 from __future__ import annotations
 
 import json
+import queue
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import yaml
+
+from isthmus.adapters import kubeconfig
+from isthmus.components.cluster import api_url
 
 from .conftest import KUBECTL, OLD_KUBECTL, Cluster, stored_object
 
@@ -117,26 +122,26 @@ def test_get_output_formats(west: Cluster, ns: str) -> None:
 
 def test_get_watch_streams_changes(west: Cluster, ns: str) -> None:
     proc = subprocess.Popen([KUBECTL, "--context=west", "-n", ns, "get", "configmaps", "-w",
-                             "--output-watch-events", "-o", "custom-columns=NAME:.metadata.name,X:.data.x",
-                             "--no-headers"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=west.env())
+                             "--output-watch-events", "--no-headers"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=west.env())
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(" ".join(line.split()[:3]))
+
+    threading.Thread(target=read, daemon=True).start()
     try:
         time.sleep(1.0)
         west.kubectl("-n", ns, "create", "configmap", "watched", "--from-literal=x=1")
-        west.kubectl("-n", ns, "patch", "configmap", "watched", "--type=merge", "-p", '{"data":{"x":"2"}}')
+        west.kubectl("-n", ns, "patch", "configmap", "watched", "--type=merge", "-p", '{"data":{"x":"2","y":"3"}}')
         west.kubectl("-n", ns, "delete", "configmap", "watched")
-        lines: list[str] = []
-        deadline = time.monotonic() + 20
-        assert proc.stdout is not None
-        while len([line for line in lines if "watched" in line]) < 3 and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if line:
-                lines.append(" ".join(line.split()))
+        seen = [lines.get(timeout=20) for _ in range(3)]
     finally:
         proc.terminate()
         proc.wait(10)
-    watched = [line for line in lines if "watched" in line]
-    assert watched == ["ADDED watched 1", "MODIFIED watched 2", "DELETED watched 2"]
+    assert seen == ["ADDED watched 1", "MODIFIED watched 2", "DELETED watched 2"]
 
 
 def test_label_annotate_patch_scale_set_env_delete(west: Cluster, ns: str) -> None:
@@ -181,22 +186,31 @@ def test_label_annotate_patch_scale_set_env_delete(west: Cluster, ns: str) -> No
     assert stored_object(west, key) is None
 
 
-def test_auth_can_i_for_admin_and_a_service_account(west: Cluster, ns: str) -> None:
+def test_auth_can_i_for_admin_and_a_service_account(west: Cluster, ns: str, tmp_path: Path) -> None:
     assert west.kubectl("auth", "can-i", "create", "deployments", "-n", ns).stdout.strip() == "yes"
     west.kubectl("-n", ns, "create", "serviceaccount", "reader")
     token = west.kubectl("-n", ns, "create", "token", "reader").stdout.strip()
-    as_sa = ("--token", token, "--user", "nobody")
-    no = west.kubectl(*as_sa, "auth", "can-i", "list", "services", "-n", ns, check=False)
+    # A kubeconfig that holds only the service account's token (no client certificate).
+    cdir = west.dir
+    sa_config = tmp_path / "reader.kubeconfig"
+    sa_config.write_text(yaml.safe_dump(kubeconfig.token_kubeconfig(
+        name="west", server=api_url(cdir.load()), ca_pem=(cdir.pki_dir / "ca.crt").read_bytes(),
+        token=token, user="reader")))
+
+    def as_sa(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([KUBECTL, f"--kubeconfig={sa_config}", *args], text=True, capture_output=True,
+                              timeout=60)
+
+    no = as_sa("auth", "can-i", "list", "services", "-n", ns)
     assert no.stdout.strip() == "no" and no.returncode == 1
     west.kubectl("-n", ns, "create", "role", "svc-reader", "--verb=get,list,watch", "--resource=services")
     west.kubectl("-n", ns, "create", "rolebinding", "reader", "--role=svc-reader", f"--serviceaccount={ns}:reader")
-    assert west.kubectl(*as_sa, "auth", "can-i", "list", "services", "-n", ns).stdout.strip() == "yes"
-    assert west.kubectl(*as_sa, "auth", "can-i", "delete", "services", "-n", ns, check=False).stdout.strip() == "no"
-    assert west.kubectl(*as_sa, "auth", "can-i", "list", "services", "-n", "default",
-                        check=False).stdout.strip() == "no"
+    assert as_sa("auth", "can-i", "list", "services", "-n", ns).stdout.strip() == "yes"
+    assert as_sa("auth", "can-i", "delete", "services", "-n", ns).stdout.strip() == "no"
+    assert as_sa("auth", "can-i", "list", "services", "-n", "default").stdout.strip() == "no"
     # And the grant is real: the token lists services, and is refused secrets.
-    assert west.kubectl(*as_sa, "-n", ns, "get", "services", "-o", "name").returncode == 0
-    refused = west.kubectl(*as_sa, "-n", ns, "get", "secrets", check=False)
+    assert as_sa("-n", ns, "get", "services", "-o", "name").returncode == 0
+    refused = as_sa("-n", ns, "get", "secrets")
     assert refused.returncode == 1
     assert f'User "system:serviceaccount:{ns}:reader" cannot list resource "secrets"' in refused.stderr
 

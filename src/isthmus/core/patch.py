@@ -191,8 +191,9 @@ def strategic_merge_patch(
     * A list whose strategy includes "merge" is merged: with a merge key,
       patch elements merge into the element with the same key value and new
       ones are appended; without one (lists of scalars such as finalizers) it
-      is a union. Existing elements keep their order, new ones follow in
-      patch order, unless ``$setElementOrder/<list>`` gives the order.
+      is a union. Elements merged by key keep the server's order and new ones
+      come first, in patch order (as Kubernetes orders them), unless
+      ``$setElementOrder/<list>`` gives the order.
     * Other lists, and maps whose strategy is "replace", are replaced.
     * Directives: ``$patch: replace`` / ``$patch: delete`` in a map replace or
       delete that map; ``{"$patch": "replace"}`` as a list element replaces the
@@ -454,27 +455,60 @@ def _merge_keyed_list(
             updates.append(element)
 
     if replace:
-        result: list[Any] = []
+        server: list[Any] = []
     else:
-        result = [
+        server = [
             e for e in original if merge_key not in e or _identity(e[merge_key]) not in deleted
         ]
+    server_index = {
+        _identity(e[merge_key]): i for i, e in enumerate(server) if merge_key in e
+    }
+    patched: list[Any] = []
+    in_patch: set[Hashable] = set()
     for element in updates:
         identity = _identity(element[merge_key])
-        position = next(
-            (
-                i
-                for i, existing in enumerate(result)
-                if merge_key in existing and _identity(existing[merge_key]) == identity
-            ),
-            None,
-        )
+        in_patch.add(identity)
         element_path = f"{path}[{merge_key}={_show(element[merge_key])}]"
-        if position is None:
-            result.append(_merge_map(None, element, items_meta, element_path))
+        position = server_index.get(identity)
+        base = server[position] if position is not None else None
+        patched.append(_merge_map(base, element, items_meta, element_path))
+    server_only = [
+        e for e in server if merge_key not in e or _identity(e[merge_key]) not in in_patch
+    ]
+    return _merge_sorted(server_only, patched, server_index, merge_key)
+
+
+def _merge_sorted(
+    server_only: list[Any], patched: list[Any], server_index: dict[Hashable, int], merge_key: str
+) -> list[Any]:
+    """Kubernetes' order for a merged keyed list (strategicpatch.mergeSortedSlice).
+
+    Elements the server already had keep the server's relative order; an
+    element new in the patch is placed before the server-only elements still
+    to come, so new elements come first, in patch order.
+    """
+
+    def index(e: Any) -> int | None:
+        return server_index.get(_identity(e[merge_key])) if merge_key in e else None
+
+    out: list[Any] = []
+    i = j = 0
+    while i < len(server_only) or j < len(patched):
+        if j >= len(patched):
+            out.append(server_only[i])
+            i += 1
+        elif i >= len(server_only):
+            out.append(patched[j])
+            j += 1
         else:
-            result[position] = _merge_map(result[position], element, items_meta, element_path)
-    return result
+            left, right = index(server_only[i]), index(patched[j])
+            if left is not None and right is not None and left < right:
+                out.append(server_only[i])
+                i += 1
+            else:
+                out.append(patched[j])
+                j += 1
+    return out
 
 
 def _delete_from_primitive_list(

@@ -544,3 +544,35 @@ class OpenAPICache:
                       for g, versions in self._registry.group_versions().items() for v in versions}
             self._index = _index(hashes)
         return self._index
+
+
+# -- OpenAPI v2 ---------------------------------------------------------------------
+#
+# isthmus publishes its schemas as OpenAPI v3 only. kubectl still asks for v2 when
+# a group-version is missing from the v3 index (an unknown kind, or kubectl <= 1.28
+# for everything); with no v2 document at all it refuses to continue. An empty v2
+# document (no paths, no definitions) tells it truthfully that v2 holds nothing:
+# kubectl then skips client-side checks for what it cannot look up and reports
+# unknown kinds as such ("no matches for kind ...").
+
+OPENAPI_V2_PROTOBUF = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+OPENAPI_V2_INFO = {"title": "isthmus", "version": "v1.32.0"}
+
+
+def _pb_string(field: int, value: str) -> bytes:
+    data = value.encode()
+    return bytes([(field << 3) | 2, len(data)]) + data
+
+
+def openapi_v2_empty_json() -> dict[str, Any]:
+    return {"swagger": "2.0", "info": dict(OPENAPI_V2_INFO), "paths": {}, "definitions": {}}
+
+
+def openapi_v2_empty_protobuf() -> bytes:
+    """The same empty document in the protobuf form (openapi_v2.Document) kubectl asks for.
+
+    Document: 1 swagger, 2 info (Info: 1 title, 2 version). Three strings need no
+    protobuf library.
+    """
+    info = _pb_string(1, OPENAPI_V2_INFO["title"]) + _pb_string(2, OPENAPI_V2_INFO["version"])
+    return _pb_string(1, "2.0") + bytes([(2 << 3) | 2, len(info)]) + info

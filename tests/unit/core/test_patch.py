@@ -375,7 +375,8 @@ def test_set_env_adds_variable_to_named_container() -> None:
     }
     result = strategic_merge_patch(deployment(), patch, DEPLOYMENT)
     expected = deployment()
-    containers(expected)[0]["env"].append({"name": "FOO", "value": "bar"})
+    # Kubernetes puts elements new in the patch before the server's others.
+    containers(expected)[0]["env"].insert(0, {"name": "FOO", "value": "bar"})
     assert result == expected
 
 
@@ -407,13 +408,22 @@ def test_set_image() -> None:
     ]
 
 
-def test_new_container_is_appended() -> None:
+def test_new_container_comes_first_as_in_kubernetes() -> None:
     patch = {
         "spec": {"template": {"spec": {"containers": [{"name": "debug", "image": "busybox"}]}}}
     }
     result = strategic_merge_patch(deployment(), patch, DEPLOYMENT)
-    assert [c["name"] for c in containers(result)] == ["app", "sidecar", "debug"]
-    assert containers(result)[2] == {"name": "debug", "image": "busybox"}
+    assert [c["name"] for c in containers(result)] == ["debug", "app", "sidecar"]
+    assert containers(result)[0] == {"name": "debug", "image": "busybox"}
+
+
+def test_existing_elements_keep_server_order_new_ones_first() -> None:
+    patch = {
+        "spec": {"template": {"spec": {"containers": [
+            {"name": "sidecar", "image": "s:2"}, {"name": "new"}, {"name": "app", "image": "a:2"}]}}}
+    }
+    result = strategic_merge_patch(deployment(), patch, DEPLOYMENT)
+    assert [c["name"] for c in containers(result)] == ["sidecar", "new", "app"]
 
 
 def test_apply_with_set_element_order() -> None:
@@ -639,7 +649,8 @@ def test_delete_then_re_add_same_key() -> None:
         }
     }
     result = strategic_merge_patch(deployment(), patch, DEPLOYMENT)
-    assert containers(result)[1] == {"name": "sidecar", "image": "fresh"}
+    assert [c["name"] for c in containers(result)] == ["sidecar", "app"]
+    assert containers(result)[0] == {"name": "sidecar", "image": "fresh"}
 
 
 def test_delete_label_with_null() -> None:

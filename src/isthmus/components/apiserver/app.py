@@ -31,7 +31,7 @@ from isthmus.core.selectors import (
     parse_field_selector,
     parse_label_selector,
 )
-from isthmus.resources import openapi, tables
+from isthmus.resources import openapi, protobuf, tables
 from isthmus.resources.registry import ResourceType, UnknownResource
 
 from . import discovery, errors
@@ -44,6 +44,7 @@ log = logging.getLogger("isthmus.apiserver")
 
 MAX_BODY = 3 * 1024 * 1024
 JSON = "application/json"
+PROTOBUF = "application/vnd.kubernetes.protobuf"
 
 
 @dataclass
@@ -164,6 +165,11 @@ class ApiServer:
             return _json(discovery.resource_list(reg, parts[1], parts[2]))
         if path == "/openapi/v3":
             return _json(self.ctx.openapi.index())
+        if path == "/openapi/v2":
+            if "protobuf" in accept:
+                return web.Response(body=openapi.openapi_v2_empty_protobuf(),
+                                    headers={"Content-Type": openapi.OPENAPI_V2_PROTOBUF})
+            return _json(openapi.openapi_v2_empty_json())
         if parts[:2] == ["openapi", "v3"]:
             rest = parts[2:]
             if rest == ["api", "v1"]:
@@ -261,8 +267,13 @@ class ApiServer:
                 return yaml.safe_load(raw)
             except yaml.YAMLError as e:
                 raise errors.bad_request(f"the body is not valid YAML: {e}") from None
+        if ctype == PROTOBUF:
+            try:
+                return protobuf.decode(raw)
+            except protobuf.ProtobufError as e:
+                raise errors.bad_request(f"the protobuf body could not be read: {e}") from None
         if ctype not in (JSON, "application/octet-stream", "text/plain"):
-            raise errors.unsupported_media_type(ctype, [JSON, "application/yaml"])
+            raise errors.unsupported_media_type(ctype, [JSON, "application/yaml", PROTOBUF])
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError as e:
@@ -400,6 +411,8 @@ class ApiServer:
                 try:
                     first = await asyncio.wait_for(w.queue.get(), wait)
                 except TimeoutError:
+                    if deadline is not None and loop.time() >= deadline:
+                        break
                     if bookmarks:
                         await resp.write(bookmark_line(rt, max(last_rev, self.ctx.objects.store.revision)))
                     continue

@@ -50,19 +50,20 @@ class Authenticator:
         self._tokens = tokens
 
     def authenticate(self, peercert: dict[str, Any] | None, authorization: str | None) -> User:
-        if authorization:
-            scheme, _, token = authorization.partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                raise AuthenticationFailed("unsupported Authorization header; send a bearer token")
-            try:
-                user, _aud = self._tokens.verify(token.strip())
-            except TokenInvalid as e:
-                raise AuthenticationFailed(str(e)) from None
-            return user
+        # As in Kubernetes, a verified client certificate wins over a bearer token.
         cert_user = user_from_peercert(peercert)
-        if cert_user is None:
+        if cert_user is not None:
+            return cert_user
+        if not authorization:
             raise AuthenticationFailed("no client certificate or bearer token")
-        return cert_user
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthenticationFailed("unsupported Authorization header; send a bearer token")
+        try:
+            user, _aud = self._tokens.verify(token.strip())
+        except TokenInvalid as e:
+            raise AuthenticationFailed(str(e)) from None
+        return user
 
 
 class Authorizer:

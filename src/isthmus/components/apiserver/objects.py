@@ -118,7 +118,7 @@ class Objects:
         name = (obj.get("metadata") or {}).get("name", "")
         if result.errors:
             if errors_code == 422:
-                raise invalid(rt.kind, rt.group, name, [("", e) for e in result.errors])
+                raise invalid(rt.kind, rt.group, name, [_cause(e) for e in result.errors])
             raise bad_request(f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
                               + "; ".join(result.errors))
         warnings: list[str] = []
@@ -336,6 +336,14 @@ class Objects:
 
     def __repr__(self) -> str:
         return f"<Objects {self.store!r} {self.registry!r}>"
+
+
+def _cause(error: str) -> tuple[str, str]:
+    """Split a schema error "spec.x: Invalid value: ..." into (field, message) for a Status cause."""
+    field_path, sep, message = error.partition(": ")
+    if sep and " " not in field_path:
+        return field_path, message
+    return "", error
 
 
 def matches(rt: ResourceType, obj: dict[str, Any], labels: LabelSelector | None,

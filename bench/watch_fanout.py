@@ -115,6 +115,11 @@ def rss_kb(pid: int) -> tuple[int, int]:
     return vals.get("VmRSS", 0), vals.get("VmHWM", 0)
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
@@ -140,6 +145,11 @@ def main() -> None:
         subprocess.run(["kubectl", "--context=bench", "create", "namespace", "bench"], env=env, check=True,
                        capture_output=True)
         rss_before = rss_kb(pid)[0]
+        profiler = None
+        if os.environ.get("ISTHMUS_BENCH_PROFILE"):  # where the server's time goes (py-spy, speedscope format)
+            profiler = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid),
+                                         "--format", "speedscope", "-o", os.environ["ISTHMUS_BENCH_PROFILE"]],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         ready = mp.Event()
         results: mp.Queue = mp.Queue()  # type: ignore[type-arg]
         wp = mp.Process(target=watchers_main, args=(api, str(cdir / "pki"), args.watchers, args.services,
@@ -148,9 +158,14 @@ def main() -> None:
         if not ready.wait(60):
             raise SystemExit("watchers did not start")
         time.sleep(0.5)
+        cpu0 = cpu_seconds(pid)
         sent, t0, t1 = uvloop.run(write_all(api, cdir / "pki", args.services, args.writers))
+        cpu1 = cpu_seconds(pid)
         arrivals = results.get(timeout=300)
         wp.join(30)
+        if profiler is not None:
+            profiler.send_signal(2)
+            profiler.wait(30)
         rss_after, rss_peak = rss_kb(pid)
         delays = [(seen[name] - sent[name]) * 1000 for seen in arrivals for name in seen if name in sent]
         missing = args.services * args.watchers - len(delays)
@@ -161,6 +176,7 @@ def main() -> None:
             "delivery_ms_max": round(max(delays), 1), "events_delivered": len(delays), "events_missing": missing,
             "server_rss_mb_before": round(rss_before / 1024, 1), "server_rss_mb_after": round(rss_after / 1024, 1),
             "server_rss_mb_peak": round(rss_peak / 1024, 1),
+            "server_cpu_share": round((cpu1 - cpu0) / (t1 - t0), 2),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         }
         if args.json:

@@ -59,6 +59,7 @@ class ApiContext:
     server_address: str
     git_version: str = "v1.32.0-isthmus"
     bookmark_interval: float = 10.0
+    watch_coalesce: float = 0.01  # seconds a watch waits after an event for more to send with it
 
 
 def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None,
@@ -401,7 +402,8 @@ class ApiServer:
                     out.append(bookmark_line(rt, last_rev, initial_events_end=True))
             if out:
                 await resp.write(b"".join(out))
-            while True:
+            plain = not as_table and not rt.is_custom and not spec.filtered
+            while not w.closed:
                 wait = self.ctx.bookmark_interval if bookmarks else None
                 if deadline is not None:
                     remaining = deadline - loop.time()
@@ -409,30 +411,31 @@ class ApiServer:
                         break
                     wait = remaining if wait is None else min(wait, remaining)
                 try:
-                    first = await asyncio.wait_for(w.queue.get(), wait)
+                    await asyncio.wait_for(w.wakeup.wait(), wait)
                 except TimeoutError:
                     if deadline is not None and loop.time() >= deadline:
                         break
                     if bookmarks:
                         await resp.write(bookmark_line(rt, max(last_rev, self.ctx.objects.store.revision)))
                     continue
-                batch = [first]
-                while not w.queue.empty():
-                    batch.append(w.queue.get_nowait())
-                out = []
-                closed = False
-                for item in batch:
-                    if item is None:
-                        closed = True
-                        break
-                    last_rev = item.rev
-                    t = translate(spec, item)
-                    if t is not None:
-                        out.append(encode(*t))
+                if self.ctx.watch_coalesce > 0 and not w.closed:
+                    # Let a burst of writes gather so one socket write carries many events.
+                    await asyncio.sleep(self.ctx.watch_coalesce)
+                batch = w.take()
+                if not batch:
+                    continue
+                last_rev = batch[-1].event.rev
+                ns = spec.namespace if rt.namespaced else None
+                if plain:
+                    out = [p.line for p in batch if ns is None or p.namespace == ns]
+                else:
+                    out = []
+                    for p in batch:
+                        t = translate(spec, p.event)
+                        if t is not None:
+                            out.append(encode(*t))
                 if out:
                     await resp.write(b"".join(out))
-                if closed:
-                    break
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:

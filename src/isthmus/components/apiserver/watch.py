@@ -39,14 +39,30 @@ class WatchSpec:
         return (self.labels is not None and not self.labels.empty) or self.fields is not None
 
 
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """An event as queued for watchers, with its plain JSON line made once for all of them."""
+
+    event: Event
+    namespace: str
+    line: bytes
+
+
 @dataclass(eq=False)
 class Watch:
     spec: WatchSpec
-    queue: asyncio.Queue[Event | None] = field(default_factory=asyncio.Queue)
+    pending: list[Pending] = field(default_factory=list)
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    closed: bool = False
     overflowed: bool = False
 
+    def take(self) -> list[Pending]:
+        self.wakeup.clear()
+        batch, self.pending = self.pending, []
+        return batch
+
     def __repr__(self) -> str:
-        return f"<Watch {self.spec.rt.plural} ns={self.spec.namespace!r} backlog={self.queue.qsize()}>"
+        return f"<Watch {self.spec.rt.plural} ns={self.spec.namespace!r} backlog={len(self.pending)}>"
 
 
 class WatchHub:
@@ -81,16 +97,21 @@ class WatchHub:
     def close_all(self) -> None:
         for watches in self._by_resource.values():
             for w in watches:
-                w.queue.put_nowait(None)
+                w.closed = True
+                w.wakeup.set()
         self._by_resource.clear()
 
     def _on_event(self, event: Event) -> None:
-        for w in self._by_resource.get(event.resource, ()):
-            if w.queue.qsize() >= self._max_backlog:
-                w.overflowed = True
-                w.queue.put_nowait(None)
-                continue
-            w.queue.put_nowait(event)
+        watches = self._by_resource.get(event.resource)
+        if not watches:
+            return
+        item = Pending(event, split_key(event.key)[1], json_line(event.type, event.value))
+        for w in watches:
+            if len(w.pending) >= self._max_backlog:
+                w.overflowed = w.closed = True
+            else:
+                w.pending.append(item)
+            w.wakeup.set()
 
     def __len__(self) -> int:
         return sum(len(v) for v in self._by_resource.values())

@@ -29,8 +29,8 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 cluster_app = typer.Typer(no_args_is_help=True, help="Embedded clusters: local Kubernetes-compatible API servers.")
 app.add_typer(cluster_app, name="cluster")
 
-err = Console(stderr=True)
-out = Console()
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 
 @app.callback()

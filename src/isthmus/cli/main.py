@@ -124,8 +124,8 @@ def cluster_delete(name: str) -> None:
 
 @cluster_app.command("serve", hidden=True)
 def cluster_serve(name: str) -> None:
-    """Run a cluster's API server in the foreground (what `create` and `start` run in the background)."""
-    from isthmus.components.apiserver import server
+    """Run a cluster in the foreground: API server, controllers, pods (what `create` and `start` start)."""
+    from isthmus.components import clusterprocess
 
     cdir = ClusterDir(_home(), name)
     if not cdir.exists():
@@ -140,7 +140,8 @@ def cluster_serve(name: str) -> None:
     # Tuning knobs for tests and benchmarks; the defaults suit users.
     history = int(os.environ.get("ISTHMUS_STORE_HISTORY", "10000"))
     bookmarks = float(os.environ.get("ISTHMUS_BOOKMARK_INTERVAL", "10"))
-    asyncio.run(server.serve_forever(cdir, history=history, bookmark_interval=bookmarks))
+    backoff = float(os.environ.get("ISTHMUS_RESTART_BACKOFF", "10"))
+    asyncio.run(clusterprocess.serve(cdir, history=history, bookmark_interval=bookmarks, backoff_base=backoff))
 
 
 @app.command("demo-cluster")

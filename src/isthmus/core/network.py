@@ -5,6 +5,7 @@ Cluster number k (1..254) owns 127.k.0.0/16:
 | what                         | addresses                          |
 | ---------------------------- | ---------------------------------- |
 | API server                   | 127.k.0.1 (port 6443)              |
+| service proxy (HTTP proxy)   | 127.k.0.2 (port 3128)              |
 | node i (1-based) host IP     | 127.k.0.(10+i)                     |
 | pod IPs                      | 127.k.64.1 - 127.k.127.254         |
 | service cluster IPs          | 127.k.128.1 - 127.k.191.254        |
@@ -21,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 API_PORT = 6443
+HTTP_PROXY_PORT = 3128
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,10 @@ class ClusterNetwork:
     @property
     def api_ip(self) -> str:
         return f"127.{self.index}.0.1"
+
+    @property
+    def proxy_ip(self) -> str:
+        return f"127.{self.index}.0.2"
 
     def node_ip(self, i: int) -> str:
         return f"127.{self.index}.0.{10 + i}"

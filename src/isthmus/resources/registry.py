@@ -72,7 +72,7 @@ BUILTIN: tuple[ResourceType, ...] = (
     _core("services", "Service", True, ("svc",), subresources=("status",), categories=("all",),
           verbs=("create", "delete", "get", "list", "patch", "update", "watch")),
     _core("endpoints", "Endpoints", True, ("ep",)),
-    _core("pods", "Pod", True, ("po",), subresources=("status",), categories=("all",)),
+    _core("pods", "Pod", True, ("po",), subresources=("status", "log"), categories=("all",)),
     _core("secrets", "Secret", True),
     _core("configmaps", "ConfigMap", True, ("cm",)),
     _core("serviceaccounts", "ServiceAccount", True, ("sa",), subresources=("token",)),

@@ -28,8 +28,9 @@ from isthmus.apps.emojivoto import VERSION
 DEFAULT_PORT = 8080
 DEFAULT_POD_IP = "127.0.0.1"
 DEFAULT_CLIENT_TIMEOUT = 3.0
-SHUTDOWN_GRACE_SECONDS = 0.5
-"""How long a stopping server waits for requests still in flight."""
+SHUTDOWN_GRACE_SECONDS = 0.25
+"""How long a stopping server waits for requests in flight (aiohttp waits this twice:
+first for handlers to finish, then for them to be cancelled)."""
 
 
 class ConfigError(Exception):

@@ -13,7 +13,7 @@ import asyncio
 import base64
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +60,8 @@ class ApiContext:
     git_version: str = "v1.32.0-isthmus"
     bookmark_interval: float = 10.0
     watch_coalesce: float = 0.01  # seconds a watch waits after an event for more to send with it
+    # A container's log as `kubectl logs` shows it (the pod runner's `logs`); None without a pod runner.
+    pod_logs: Callable[..., AsyncIterator[bytes]] | None = None
 
 
 def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None,
@@ -208,6 +210,10 @@ class ApiServer:
             raise errors.route_not_found()
         if info.subresource == "scale":
             return await self._scale(request, rt, info)
+        if info.subresource == "log":
+            if info.verb != "get":
+                raise errors.method_not_allowed(info.verb, "pods/log")
+            return await self._log(request, rt, info)
         if info.subresource == "token":
             if info.verb != "create":
                 raise errors.method_not_allowed(info.verb, "serviceaccounts/token")
@@ -245,8 +251,9 @@ class ApiServer:
         if verb == "delete":
             opts = await self._delete_options(request)
             pre = opts.get("preconditions") or {}
+            propagation = opts.get("propagationPolicy") or request.query.get("propagationPolicy") or "Background"
             deleted = objs.delete(rt, info.namespace, info.name, precondition_rv=pre.get("resourceVersion"),
-                                  precondition_uid=pre.get("uid"), dry_run=dry_run)
+                                  precondition_uid=pre.get("uid"), dry_run=dry_run, propagation=propagation)
             return self._respond_object(request, rt, deleted)
         if verb == "deletecollection":
             labels, fields = self._selectors(request, rt)
@@ -486,6 +493,38 @@ class ApiServer:
             new["metadata"] = {**obj["metadata"], "resourceVersion": want_rv}
         result = objs.update(rt, info.namespace, info.name, new)
         return _json(scale_of(result.obj))
+
+    async def _log(self, request: web.Request, rt: ResourceType, info: RequestInfo) -> web.StreamResponse:
+        pod = self.ctx.objects.get(rt, info.namespace, info.name)
+        names = [c["name"] for c in (pod.get("spec") or {}).get("containers") or []]
+        q = request.query
+        container = q.get("container") or (names[0] if len(names) == 1 else "")
+        if not container:
+            raise errors.bad_request(f"a container name must be specified for pod {info.name}, choose one of: "
+                                     f"[{' '.join(names)}]")
+        if container not in names:
+            raise errors.bad_request(f"container {container} is not valid for pod {info.name}")
+        if self.ctx.pod_logs is None:
+            raise errors.bad_request("this cluster runs no pods, so there are no logs")
+        try:
+            tail = int(q["tailLines"]) if q.get("tailLines") else None
+            since = int(q["sinceSeconds"]) if q.get("sinceSeconds") else None
+        except ValueError:
+            raise errors.bad_request("tailLines and sinceSeconds must be integers") from None
+        try:
+            chunks = self.ctx.pod_logs(info.namespace, info.name, container, previous=q.get("previous") == "true",
+                                       tail=tail, follow=q.get("follow") == "true",
+                                       timestamps=q.get("timestamps") == "true", since_seconds=since)
+        except LookupError as e:
+            raise errors.bad_request(str(e).strip("'\"")) from None
+        resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        await resp.prepare(request)
+        try:
+            async for chunk in chunks:
+                await resp.write(chunk)
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        return resp
 
     async def _token_request(self, request: web.Request, info: RequestInfo) -> web.Response:
         objs = self.ctx.objects

@@ -296,7 +296,8 @@ class Objects:
     # -- delete --------------------------------------------------------------------
 
     def delete(self, rt: ResourceType, namespace: str, name: str, *, precondition_rv: str | None = None,
-               precondition_uid: str | None = None, dry_run: bool = False) -> dict[str, Any]:
+               precondition_uid: str | None = None, dry_run: bool = False,
+               propagation: str = "Background") -> dict[str, Any]:
         cur = self.record(rt, namespace, name)
         obj = cur.obj()
         if precondition_uid and obj["metadata"].get("uid") != precondition_uid:
@@ -313,11 +314,30 @@ class Objects:
             raise conflict(rt.plural, rt.group, name) from None
         deleted = rec.obj()
         self._release(rt, deleted)
+        if propagation != "Orphan":
+            self._delete_dependents(deleted["metadata"].get("uid", ""))
         if rt.group == "apiextensions.k8s.io":
             self._delete_custom_objects(deleted)
             self.registry.remove_crd(name)
             self._on_crd_change()
         return self._served(rt, deleted)
+
+    def _delete_dependents(self, owner_uid: str) -> None:
+        """Garbage collection by ownerReferences: objects owned by a deleted object go too (recursively)."""
+        if not owner_uid:
+            return
+        for t in self.registry.all():
+            if t.verbs == ("create",):
+                continue
+            for rec in self.store.list(t.key):
+                if owner_uid.encode() not in rec.value:  # cheap filter before parsing
+                    continue
+                obj = rec.obj()
+                refs = obj["metadata"].get("ownerReferences") or []
+                if any(r.get("uid") == owner_uid for r in refs) and self.store.get(rec.key) is not None:
+                    gone = self.store.delete(rec.key)
+                    self._release(t, obj)
+                    self._delete_dependents(gone.obj()["metadata"].get("uid", ""))
 
     def _empty_namespace(self, namespace: str) -> None:
         for t in self.registry.all():

@@ -10,12 +10,10 @@ certificate from the cluster CA (optional: bearer tokens are the other way in).
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
-import os
-import signal
 import ssl
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,7 +122,8 @@ def bootstrap(objects: Objects, config: ClusterConfig, net: ClusterNetwork) -> N
 
 
 async def start(cdir: ClusterDir, *, host: str | None = None, port: int = API_PORT,
-                bookmark_interval: float = 10.0, history: int = 10_000) -> Running:
+                bookmark_interval: float = 10.0, history: int = 10_000,
+                pod_logs: Callable[..., AsyncIterator[bytes]] | None = None) -> Running:
     config = cdir.load()
     net = ClusterNetwork(config.index)
     pki = ClusterPKI(cdir.pki_dir)
@@ -144,7 +143,7 @@ async def start(cdir: ClusterDir, *, host: str | None = None, port: int = API_PO
     address = host or net.api_ip
     ctx = ApiContext(objects=objects, hub=WatchHub(store), authn=Authenticator(tokens), authz=Authorizer(store),
                      tokens=tokens, openapi=cache, clock=utcnow, server_address=f"{address}:{port}",
-                     bookmark_interval=bookmark_interval)
+                     bookmark_interval=bookmark_interval, pod_logs=pod_logs)
     app = ApiServer(ctx).make_app()
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
@@ -152,17 +151,3 @@ async def start(cdir: ClusterDir, *, host: str | None = None, port: int = API_PO
     await site.start()
     log.info("cluster %s: API server listening on https://%s:%d", config.name, address, port)
     return Running(ctx, runner, store)
-
-
-async def serve_forever(cdir: ClusterDir, *, history: int = 10_000, bookmark_interval: float = 10.0) -> None:
-    running = await start(cdir, history=history, bookmark_interval=bookmark_interval)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    cdir.pid_file.write_text(f"{os.getpid()}\n")
-    try:
-        await stop.wait()
-    finally:
-        await running.close()
-        log.info("API server stopped")

@@ -1,0 +1,1 @@
+"""Tests of the demo workloads under `isthmus.apps`."""

@@ -30,6 +30,7 @@ class Cluster:
     name: str
     home: Path
     kubeconfig: Path
+    extra_env: dict[str, str] | None = None
 
     @property
     def dir(self) -> ClusterDir:
@@ -37,7 +38,7 @@ class Cluster:
 
     def env(self) -> dict[str, str]:
         return dict(os.environ, KUBECONFIG=str(self.kubeconfig), ISTHMUS_HOME=str(self.home),
-                    ISTHMUS_FIRST_CLUSTER_NUMBER="200")
+                    ISTHMUS_FIRST_CLUSTER_NUMBER="200", **(self.extra_env or {}))
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True,
                 binary: str = KUBECTL, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -58,8 +59,8 @@ class Cluster:
         return proc
 
 
-def _start(home: Path, name: str, region: str) -> Cluster:
-    c = Cluster(name, home, home / "kubeconfig")
+def _start(home: Path, name: str, region: str, extra_env: dict[str, str] | None = None) -> Cluster:
+    c = Cluster(name, home, home / "kubeconfig", extra_env)
     os.environ.setdefault("ISTHMUS_FIRST_CLUSTER_NUMBER", "200")
     c.isthmus("cluster", "create", name, "--region", region, "--nodes", "3")
     return c

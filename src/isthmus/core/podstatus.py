@@ -237,10 +237,24 @@ def probe_active(kind: ProbeKind, started: bool) -> bool:
     return not started if kind == "startup" else started
 
 
-def probe_delay(probe: Probe, *, started_at: datetime, last_at: datetime | None, now: datetime) -> float:
-    """Seconds until the next probe: `initialDelaySeconds` after start, then every `periodSeconds`."""
+STARTUP_PROBE_PERIOD = 0.2  # seconds between readiness/startup probes while a fresh container warms up
+STARTUP_PROBE_WINDOW = 10.0  # for at most this long after it started
+
+
+def probe_delay(probe: Probe, *, started_at: datetime, last_at: datetime | None, now: datetime,
+                passed: bool = False) -> float:
+    """Seconds until the next probe: `initialDelaySeconds` after start, then every `periodSeconds`.
+
+    One difference from the kubelet, to make pods Ready sooner and never later: a
+    readiness or startup probe that has not passed yet since the container started
+    is repeated every 0.2 s during its first 10 s instead of every `periodSeconds`.
+    """
+    period = probe.period
+    warming = (now - started_at).total_seconds() < STARTUP_PROBE_WINDOW
+    if probe.kind in ("readiness", "startup") and not passed and warming:
+        period = min(period, STARTUP_PROBE_PERIOD)
     due = started_at + timedelta(seconds=probe.initial_delay) if last_at is None \
-        else last_at + timedelta(seconds=probe.period)
+        else last_at + timedelta(seconds=period)
     return max(0.0, (due - now).total_seconds())
 
 

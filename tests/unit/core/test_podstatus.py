@@ -120,8 +120,14 @@ def test_startup_probe_gates_the_others_and_initial_delay_then_period() -> None:
     assert ps.probe_active("liveness", started=True)
     probe = ps.Probe("readiness", ps.TCPSocketAction("h", 1), initial_delay=5, period=2)
     assert ps.probe_delay(probe, started_at=T0, last_at=None, now=at(1)) == 4
-    assert ps.probe_delay(probe, started_at=T0, last_at=at(6), now=at(7)) == 1
-    assert ps.probe_delay(probe, started_at=T0, last_at=at(6), now=at(9)) == 0
+    assert ps.probe_delay(probe, started_at=T0, last_at=at(6), now=at(7), passed=True) == 1
+    assert ps.probe_delay(probe, started_at=T0, last_at=at(6), now=at(9), passed=True) == 0
+    # Until it first passes, a young container's readiness is probed every 0.2 s.
+    assert ps.probe_delay(probe, started_at=T0, last_at=at(6), now=at(6), passed=False) == 0.2
+    # ...but only during its first 10 s; liveness keeps its period.
+    assert ps.probe_delay(probe, started_at=T0, last_at=at(11), now=at(11), passed=False) == 2
+    liveness = ps.Probe("liveness", ps.TCPSocketAction("h", 1), initial_delay=0, period=2)
+    assert ps.probe_delay(liveness, started_at=T0, last_at=at(1), now=at(1), passed=False) == 2
 
 
 # ---------------------------------------------------------------------------- containers

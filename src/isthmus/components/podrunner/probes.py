@@ -151,13 +151,16 @@ async def probe_loop(probe: Probe, *, started_at: datetime, clock: Callable[[], 
     (a startup probe that passed, a liveness or startup probe that asked for a kill)."""
     state = initial_probe_state(probe.kind)
     last_at: datetime | None = None
+    passed = False
     while True:
-        await asyncio.sleep(probe_delay(probe, started_at=started_at, last_at=last_at, now=clock()))
+        await asyncio.sleep(probe_delay(probe, started_at=started_at, last_at=last_at, now=clock(),
+                                        passed=passed))
         last_at = clock()
         if not probe_active(probe.kind, is_started()):
             continue
         ok, message = await check(probe.action, timeout=probe.timeout, env=env, cwd=cwd)
         state = record_probe(probe, state, ok, message)
+        passed = passed or ok
         await on_result(probe, state, ok, message)
         if should_kill(probe, state) or (probe.kind == "startup" and state.value):
             return

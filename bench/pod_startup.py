@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+from _stats import cpu_seconds, memory_kb, pct
 
 ISTHMUS = str(Path(sys.executable).parent / "isthmus")
 
@@ -42,23 +43,6 @@ def deployment(name: str, replicas: int) -> dict:
                          "name": "srv", "image": "python", "command": ["python3", "-c", SERVER],
                          "ports": [{"containerPort": 8080, "name": "http"}],
                          "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1}}]}}}}
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
 async def run_round(api: str, ctx: ssl.SSLContext, env: dict[str, str], ns: str, replicas: int) -> dict:
@@ -119,7 +103,7 @@ def main() -> None:
             cpu0 = cpu_seconds(pid)
             result = asyncio.run(run_round(api, ctx, env, f"bench-{n}", n))
             result["cluster_cpu_s"] = round(cpu_seconds(pid) - cpu0, 2)
-            result["cluster_peak_rss_mb"] = round(peak_rss_mb(pid), 1)
+            result["cluster_peak_rss_mb"] = round(memory_kb(pid)[1] / 1024, 1)
             print(json.dumps(result))
             time.sleep(2)
         print(json.dumps({"machine": f"{platform.machine()}, {os.cpu_count()} cores, "

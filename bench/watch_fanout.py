@@ -31,6 +31,7 @@ from pathlib import Path
 
 import aiohttp
 import uvloop
+from _stats import cpu_seconds, memory_kb, pct
 
 ROOT = Path(__file__).resolve().parent.parent
 ISTHMUS = str(Path(sys.executable).parent / "isthmus")
@@ -109,32 +110,18 @@ async def write_all(api: str, pki: Path, n: int, concurrency: int) -> tuple[dict
     return sent, t0, t1
 
 
-def rss_kb(pid: int) -> tuple[int, int]:
-    status = Path(f"/proc/{pid}/status").read_text()
-    vals = {line.split(":")[0]: int(line.split()[1]) for line in status.splitlines() if line.startswith("Vm")}
-    return vals.get("VmRSS", 0), vals.get("VmHWM", 0)
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--services", type=int, default=5000)
     ap.add_argument("--watchers", type=int, default=100)
     ap.add_argument("--writers", type=int, default=32)
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
+    ap.add_argument("--api-only", action="store_true",
+                    help="run the API server alone (no controllers, pods or service proxy)")
     args = ap.parse_args()
     home = Path(tempfile.mkdtemp(prefix="isthmus-bench-"))
     env = dict(os.environ, ISTHMUS_HOME=str(home), KUBECONFIG=str(home / "kubeconfig"),
-               ISTHMUS_FIRST_CLUSTER_NUMBER="230")
+               ISTHMUS_FIRST_CLUSTER_NUMBER="230", **({"ISTHMUS_API_ONLY": "1"} if args.api_only else {}))
     subprocess.run([ISTHMUS, "cluster", "create", "bench", "--region", "bench1", "--nodes", "1"], env=env,
                    check=True, capture_output=True)
     cdir = home / "clusters" / "bench"
@@ -144,7 +131,7 @@ def main() -> None:
     try:
         subprocess.run(["kubectl", "--context=bench", "create", "namespace", "bench"], env=env, check=True,
                        capture_output=True)
-        rss_before = rss_kb(pid)[0]
+        rss_before = memory_kb(pid)[0]
         profiler = None
         if os.environ.get("ISTHMUS_BENCH_PROFILE"):  # where the server's time goes (py-spy, speedscope format)
             profiler = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid),
@@ -166,10 +153,11 @@ def main() -> None:
         if profiler is not None:
             profiler.send_signal(2)
             profiler.wait(30)
-        rss_after, rss_peak = rss_kb(pid)
+        rss_after, rss_peak = memory_kb(pid)
         delays = [(seen[name] - sent[name]) * 1000 for seen in arrivals for name in seen if name in sent]
         missing = args.services * args.watchers - len(delays)
         result = {
+            "cluster": "API server alone" if args.api_only else "whole cluster (controllers, service proxy)",
             "services": args.services, "watchers": args.watchers, "writers": args.writers,
             "writes_per_s": round(args.services / (t1 - t0), 1),
             "delivery_ms_p50": round(pct(delays, 50), 1), "delivery_ms_p99": round(pct(delays, 99), 1),

@@ -141,7 +141,9 @@ def cluster_serve(name: str) -> None:
     history = int(os.environ.get("ISTHMUS_STORE_HISTORY", "10000"))
     bookmarks = float(os.environ.get("ISTHMUS_BOOKMARK_INTERVAL", "10"))
     backoff = float(os.environ.get("ISTHMUS_RESTART_BACKOFF", "10"))
-    asyncio.run(clusterprocess.serve(cdir, history=history, bookmark_interval=bookmarks, backoff_base=backoff))
+    api_only = os.environ.get("ISTHMUS_API_ONLY") == "1"  # the API server alone, for benchmarks
+    asyncio.run(clusterprocess.serve(cdir, history=history, bookmark_interval=bookmarks, backoff_base=backoff,
+                                     api_only=api_only))
 
 
 @app.command("demo-cluster")

@@ -55,6 +55,8 @@ def controller_credentials(pki: ClusterPKI) -> tuple[Path, Path]:
 class ProxyFeed:
     """Keeps the service proxy's view of Services and Endpoints current."""
 
+    MIN_SYNC = 0.5
+
     def __init__(self, client: Any, proxy: ServiceProxy) -> None:
         self._proxy = proxy
         self._dirty = asyncio.Event()
@@ -68,15 +70,42 @@ class ProxyFeed:
         self._dirty.set()
 
     async def run(self) -> None:
+        # Like kube-proxy's minimum sync period: during a burst of changes the map is
+        # rebuilt at most every `MIN_SYNC` seconds; a lone change applies at once.
+        loop = asyncio.get_running_loop()
+        last = 0.0
         while True:
             await self._dirty.wait()
-            await asyncio.sleep(0.02)  # gather a burst of changes into one update
+            wait = last + self.MIN_SYNC - loop.time()
+            await asyncio.sleep(max(wait, 0.02))
             self._dirty.clear()
+            last = loop.time()
             self._proxy.update(list(self.services.cache.values()), list(self.endpoints.cache.values()))
 
 
+async def _until_signalled(cdir: ClusterDir) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    cdir.pid_file.write_text(f"{os.getpid()}\n")
+    await stop.wait()
+
+
+async def _serve_api_only(cdir: ClusterDir, *, history: int, bookmark_interval: float) -> None:
+    running = await apiserver.start(cdir, history=history, bookmark_interval=bookmark_interval)
+    try:
+        await _until_signalled(cdir)
+    finally:
+        await running.close()
+
+
 async def serve(cdir: ClusterDir, *, history: int = 10_000, bookmark_interval: float = 10.0,
-                backoff_base: float = 10.0) -> None:
+                backoff_base: float = 10.0, api_only: bool = False) -> None:
+    """Run the cluster until SIGTERM; `api_only` runs the API server alone (for measuring it)."""
+    if api_only:
+        await _serve_api_only(cdir, history=history, bookmark_interval=bookmark_interval)
+        return
     config = cdir.load()
     net = ClusterNetwork(config.index)
     pki = ClusterPKI(cdir.pki_dir)
@@ -103,15 +132,10 @@ async def serve(cdir: ClusterDir, *, history: int = 10_000, bookmark_interval: f
     tasks = [asyncio.create_task(inf.run(), name=repr(inf)) for p in parts for inf in p.informers()]
     tasks += [asyncio.create_task(p.run(), name=type(p).__name__) for p in parts]
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    cdir.pid_file.write_text(f"{os.getpid()}\n")
     log.info("cluster %s: controllers, node agent (%d nodes) and service proxy running", config.name,
              config.nodes)
     try:
-        await stop.wait()
+        await _until_signalled(cdir)
     finally:
         for t in tasks:
             t.cancel()

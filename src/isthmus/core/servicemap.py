@@ -34,6 +34,7 @@ Promises:
 from __future__ import annotations
 
 import bisect
+import functools
 import ipaddress
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -67,8 +68,11 @@ _ROUTE_CACHE = 4096
 _LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
 
 
+@functools.lru_cache(maxsize=65536)
 def is_loopback_ip(host: str) -> bool:
-    """Whether `host` is an IPv4 address literal in 127.0.0.0/8."""
+    """Whether `host` is an IPv4 address literal in 127.0.0.0/8 (cached: maps are rebuilt often)."""
+    if not host.startswith("127."):
+        return False
     try:
         return ipaddress.IPv4Address(host) in _LOOPBACK
     except ValueError:

@@ -23,6 +23,7 @@ from isthmus.adapters import kubeconfig
 from isthmus.adapters.clusterdir import ClusterDir, all_clusters, isthmus_home
 from isthmus.components import cluster as clusters
 from isthmus.components.cluster import ClusterError
+from isthmus.core.network import HTTP_PROXY_PORT, ClusterNetwork
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="isthmus: a multi-cluster, multi-region service mesh.")
@@ -149,7 +150,7 @@ def cluster_serve(name: str) -> None:
 @app.command("demo-cluster")
 def demo_cluster(name: str = typer.Option("west", help="cluster name"),
                  region: str = typer.Option("sfo3", help="region")) -> None:
-    """Create (or reuse) one embedded cluster and show real kubectl working against it."""
+    """Create (or reuse) one embedded cluster, run emojivoto on it, and show real kubectl working."""
     kc = _kubeconfig()
     cdir = ClusterDir(_home(), name)
     try:
@@ -162,16 +163,25 @@ def demo_cluster(name: str = typer.Option("west", help="cluster name"),
         _fail(e)
     kubectl = shutil.which("kubectl") or "/usr/bin/kubectl"
     env = dict(os.environ, KUBECONFIG=str(kc))
-    for args in (["get", "nodes", "-L", "topology.kubernetes.io/region,topology.kubernetes.io/zone"],
-                 ["create", "namespace", "emojivoto", "--dry-run=server", "-o", "name"],
-                 ["get", "namespaces"],
-                 ["-n", "default", "get", "svc", "-o", "wide"],
-                 ["auth", "can-i", "create", "deployments", "-n", "default"]):
-        cmd = [kubectl, f"--context={name}", *args]
+    manifest = Path(__file__).resolve().parents[3] / "deploy" / "emojivoto.yml"
+
+    def run(*args: str) -> None:
         out.print(f"$ kubectl --context={name} {' '.join(args)}", style="bold", highlight=False)
-        subprocess.run(cmd, env=env, check=False)
-    out.print(f"\nThe cluster keeps running. `export KUBECONFIG={kc}` and use kubectl; "
-              f"`isthmus cluster stop {name}` stops it.", highlight=False)
+        subprocess.run([kubectl, f"--context={name}", *args], env=env, check=False)
+
+    run("get", "nodes", "-L", "topology.kubernetes.io/region,topology.kubernetes.io/zone")
+    run("apply", "-f", str(manifest))
+    run("-n", "emojivoto", "wait", "--for=condition=Available", "deploy", "--all", "--timeout=90s")
+    run("-n", "emojivoto", "get", "pods", "-o", "wide")
+    run("-n", "emojivoto", "get", "svc,endpoints")
+    run("-n", "emojivoto", "logs", "deploy/vote-bot", "--tail=3")
+    net = ClusterNetwork(cdir.load().index)
+    proxy = f"http://{net.proxy_ip}:{HTTP_PROXY_PORT}"
+    out.print(f"$ curl -x {proxy} http://web-svc.emojivoto/api/leaderboard", style="bold", highlight=False)
+    subprocess.run(["curl", "-s", "-m", "5", "-x", proxy, "http://web-svc.emojivoto/api/leaderboard"], check=False)
+    out.print(f"\n\nThe cluster keeps running. `export KUBECONFIG={kc}` and use kubectl; "
+              f"`isthmus cluster stop {name}` stops it, `isthmus cluster delete {name}` removes it.",
+              highlight=False)
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import typer
@@ -174,6 +175,7 @@ def demo_cluster(name: str = typer.Option("west", help="cluster name"),
     run("-n", "emojivoto", "wait", "--for=condition=Available", "deploy", "--all", "--timeout=90s")
     run("-n", "emojivoto", "get", "pods", "-o", "wide")
     run("-n", "emojivoto", "get", "svc,endpoints")
+    time.sleep(3)  # let vote-bot cast a few votes
     run("-n", "emojivoto", "logs", "deploy/vote-bot", "--tail=3")
     net = ClusterNetwork(cdir.load().index)
     proxy = f"http://{net.proxy_ip}:{HTTP_PROXY_PORT}"

@@ -32,6 +32,8 @@ from typing import Any, Final, Protocol
 import jsonpatch
 from jsonpointer import JsonPointerException
 
+from isthmus.core.jsonvalue import json_type
+
 __all__ = [
     "MAX_JSON_PATCH_OPERATIONS",
     "PatchError",
@@ -49,20 +51,6 @@ class PatchError(ValueError):
     """A patch that is malformed or cannot be applied to the document."""
 
 
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, dict):
-        return "object"
-    if isinstance(value, list):
-        return "array"
-    return type(value).__name__
 
 
 def _show(value: Any) -> str:
@@ -106,7 +94,7 @@ def json_patch(doc: dict[str, Any], ops: Any) -> Any:
     is returned and PatchError names the failing operation and its path.
     """
     if not isinstance(ops, list):
-        raise PatchError(f"a json patch must be an array of operations, got {_json_type(ops)}")
+        raise PatchError(f"a json patch must be an array of operations, got {json_type(ops)}")
     if len(ops) > MAX_JSON_PATCH_OPERATIONS:
         raise PatchError(
             f"a json patch may hold at most {MAX_JSON_PATCH_OPERATIONS} operations, got {len(ops)}"
@@ -114,7 +102,7 @@ def json_patch(doc: dict[str, Any], ops: Any) -> Any:
     for index, op in enumerate(ops):
         if not isinstance(op, dict):
             raise PatchError(
-                f"json patch operation {index}: must be an object, got {_json_type(op)}"
+                f"json patch operation {index}: must be an object, got {json_type(op)}"
             )
         for member in ("op", "path"):
             if member not in op:
@@ -122,7 +110,7 @@ def json_patch(doc: dict[str, Any], ops: Any) -> Any:
             if not isinstance(op[member], str):
                 raise PatchError(
                     f"json patch operation {index}: {member!r} must be a string, "
-                    f"got {_json_type(op[member])}"
+                    f"got {json_type(op[member])}"
                 )
     result = copy.deepcopy(doc)
     for index, op in enumerate(ops):
@@ -205,9 +193,9 @@ def strategic_merge_patch(
     A ``$patch: delete`` at the top level empties the whole object.
     """
     if not isinstance(doc, dict):
-        raise PatchError(f"the patched document must be an object, got {_json_type(doc)}")
+        raise PatchError(f"the patched document must be an object, got {json_type(doc)}")
     if not isinstance(patch, dict):
-        raise PatchError(f"a strategic merge patch must be an object, got {_json_type(patch)}")
+        raise PatchError(f"a strategic merge patch must be an object, got {json_type(patch)}")
     result = _merge_map(copy.deepcopy(doc), patch, meta, "")
     return {} if result is _DELETED else result
 
@@ -539,11 +527,11 @@ def _set_element_order(
     """
     directive = f"$setElementOrder/{name}"
     if not isinstance(order, list):
-        raise PatchError(f"{path}: {directive} must be a list, got {_json_type(order)}")
+        raise PatchError(f"{path}: {directive} must be a list, got {json_type(order)}")
     if patch_list is not None and not isinstance(patch_list, list):
         raise PatchError(
             f"{path}: {directive} given, but the patch value is not a list "
-            f"({_json_type(patch_list)})"
+            f"({json_type(patch_list)})"
         )
     merge_key = meta.merge_key if meta is not None else None
     key_of: Callable[[Any], Hashable | None]

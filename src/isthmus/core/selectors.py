@@ -36,6 +36,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from isthmus.core.jsonvalue import json_type
 from isthmus.core.names import validate_label_key, validate_label_value
 
 __all__ = [
@@ -398,12 +399,12 @@ def selector_from_set(labels: Mapping[str, str] | None) -> LabelSelector:
     if not labels:
         return LabelSelector()
     if not isinstance(labels, Mapping):
-        raise SelectorError(f"a label set must be a map of strings, got {_json_type(labels)}")
+        raise SelectorError(f"a label set must be a map of strings, got {json_type(labels)}")
     requirements = []
     for key, value in labels.items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise SelectorError(
-                f"a label set must map strings to strings, got {_quote(str(key))}: {_json_type(value)}"
+                f"a label set must map strings to strings, got {_quote(str(key))}: {json_type(value)}"
             )
         requirements.append(_new_requirement(key, Operator.EQUALS, (value,)))
     return _selector(requirements)
@@ -417,20 +418,6 @@ _OBJECT_OPERATORS = {
 }
 
 
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, Mapping):
-        return "object"
-    if isinstance(value, list | tuple):
-        return "array"
-    return type(value).__name__
 
 
 def selector_from_label_selector_object(obj: Mapping[str, Any] | None) -> LabelSelector:
@@ -444,18 +431,18 @@ def selector_from_label_selector_object(obj: Mapping[str, Any] | None) -> LabelS
     if obj is None:
         return LabelSelector.nothing()
     if not isinstance(obj, Mapping):
-        raise SelectorError(f"a label selector must be an object, got {_json_type(obj)}")
+        raise SelectorError(f"a label selector must be an object, got {json_type(obj)}")
     requirements: list[Requirement] = []
     match_labels = obj.get("matchLabels")
     if match_labels is not None:
         if not isinstance(match_labels, Mapping):
             raise SelectorError(
-                f"matchLabels must be a map of strings to strings, got {_json_type(match_labels)}"
+                f"matchLabels must be a map of strings to strings, got {json_type(match_labels)}"
             )
         for key, value in match_labels.items():
             if not isinstance(value, str):
                 raise SelectorError(
-                    f"matchLabels[{_quote(str(key))}] must be a string, got {_json_type(value)}"
+                    f"matchLabels[{_quote(str(key))}] must be a string, got {json_type(value)}"
                 )
             try:
                 requirements.append(_new_requirement(str(key), Operator.EQUALS, (value,)))
@@ -465,7 +452,7 @@ def selector_from_label_selector_object(obj: Mapping[str, Any] | None) -> LabelS
     if expressions is not None:
         if not isinstance(expressions, list):
             raise SelectorError(
-                f"matchExpressions must be a list of objects, got {_json_type(expressions)}"
+                f"matchExpressions must be a list of objects, got {json_type(expressions)}"
             )
         for index, expr in enumerate(expressions):
             requirements.append(_expression_requirement(index, expr))
@@ -475,13 +462,13 @@ def selector_from_label_selector_object(obj: Mapping[str, Any] | None) -> LabelS
 def _expression_requirement(index: int, expr: Any) -> Requirement:
     where = f"matchExpressions[{index}]"
     if not isinstance(expr, Mapping):
-        raise SelectorError(f"{where} must be an object, got {_json_type(expr)}")
+        raise SelectorError(f"{where} must be an object, got {json_type(expr)}")
     key = expr.get("key")
     if not isinstance(key, str):
-        raise SelectorError(f"{where}.key must be a string, got {_json_type(key)}")
+        raise SelectorError(f"{where}.key must be a string, got {json_type(key)}")
     op_name = expr.get("operator")
     if not isinstance(op_name, str) or op_name not in _OBJECT_OPERATORS:
-        shown = _quote(op_name) if isinstance(op_name, str) else _json_type(op_name)
+        shown = _quote(op_name) if isinstance(op_name, str) else json_type(op_name)
         raise SelectorError(
             f"{where}: {shown} is not a valid label selector operator, "
             "expected one of In, NotIn, Exists, DoesNotExist"

@@ -47,6 +47,7 @@ from isthmus.resources.registry import ResourceType
 from isthmus.resources.schemas import (
     OBJECT_META,
     ValidationResult,
+    copy_json,
     format_value,
     json_type,
     prune_definition,
@@ -339,12 +340,6 @@ def validate_custom(schema: Mapping[str, Any] | None, obj: Mapping[str, Any]) ->
 # --------------------------------------------------------------------------- pruning
 
 
-def _copy_json(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _copy_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_copy_json(v) for v in value]
-    return value
 
 
 def _prune(schema: Mapping[str, Any], value: Any) -> Any:
@@ -352,7 +347,7 @@ def _prune(schema: Mapping[str, Any], value: Any) -> Any:
         items = schema.get("items")
         if isinstance(items, Mapping):
             return [_prune(items, v) for v in value]
-        return _copy_json(value)
+        return copy_json(value)
     if not isinstance(value, dict):
         return value
     props: Mapping[str, Any] = schema.get("properties") or {}
@@ -376,14 +371,14 @@ def _prune(schema: Mapping[str, Any], value: Any) -> Any:
                 continue
             out[k] = _prune(additional, v)
         elif additional is True or preserve:
-            out[k] = _copy_json(v)
+            out[k] = copy_json(v)
     return out
 
 
 def prune_custom(schema: Mapping[str, Any] | None, obj: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of a custom resource without unknown fields and non-nullable nulls."""
     if not schema:
-        return dict(_copy_json(dict(obj)))
+        return dict(copy_json(dict(obj)))
     props: Mapping[str, Any] = schema.get("properties") or {}
     out: dict[str, Any] = {}
     for k, v in obj.items():

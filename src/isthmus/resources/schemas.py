@@ -388,11 +388,12 @@ def validate_builtin(rt: ResourceType, obj: Mapping[str, Any]) -> ValidationResu
 # --------------------------------------------------------------------------- pruning
 
 
-def _copy_json(value: Any) -> Any:
+def copy_json(value: Any) -> Any:
+    """A deep copy of a JSON value (faster than copy.deepcopy for plain dicts and lists)."""
     if isinstance(value, dict):
-        return {k: _copy_json(v) for k, v in value.items()}
+        return {k: copy_json(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_copy_json(v) for v in value]
+        return [copy_json(v) for v in value]
     return value
 
 
@@ -405,19 +406,19 @@ def _prune(node: _Node, value: Any) -> Any:
                 child = props.get(k)
                 if child is None:
                     if not node.closed:
-                        out[k] = _copy_json(v)
+                        out[k] = copy_json(v)
                     continue
                 out[k] = _prune(child, v)
             return out
         if node.values is not None:
             vn = node.values
             return {k: _prune(vn, v) for k, v in value.items()}
-        return _copy_json(value)
+        return copy_json(value)
     if isinstance(value, list):
         if node.items is not None:
             item = node.items
             return [_prune(item, v) for v in value]
-        return _copy_json(value)
+        return copy_json(value)
     return value
 
 

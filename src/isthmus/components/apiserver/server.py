@@ -27,8 +27,9 @@ from isthmus.core.network import API_PORT, ClusterNetwork
 from isthmus.resources import openapi
 from isthmus.resources.registry import Registry
 
-from .app import ApiContext, ApiServer
+from .app import ApiServer
 from .auth import Authenticator, Authorizer
+from .context import ApiContext
 from .objects import Objects, rfc3339
 from .strategies import Allocators
 from .tokens import TokenIssuer

@@ -22,6 +22,7 @@ from rich.table import Table
 
 from isthmus.adapters import kubeconfig
 from isthmus.adapters.clusterdir import ClusterDir, all_clusters, isthmus_home
+from isthmus.cli.certs import certs_app
 from isthmus.components import cluster as clusters
 from isthmus.components.cluster import ClusterError
 from isthmus.core.network import HTTP_PROXY_PORT, ClusterNetwork
@@ -30,6 +31,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
                   help="isthmus: a multi-cluster, multi-region service mesh.")
 cluster_app = typer.Typer(no_args_is_help=True, help="Embedded clusters: local Kubernetes-compatible API servers.")
 app.add_typer(cluster_app, name="cluster")
+app.add_typer(certs_app, name="certs")
 
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)

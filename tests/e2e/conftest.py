@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -52,7 +53,7 @@ class Cluster:
         return json.loads(self.kubectl(*args, "-o", "json").stdout)
 
     def isthmus(self, *args: str, check: bool = True, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([str(Path(os.sys.executable).parent / "isthmus"), *args], text=True,
+        proc = subprocess.run([str(Path(sys.executable).parent / "isthmus"), *args], text=True,
                               capture_output=True, env=self.env(), timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f"isthmus {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")

@@ -98,7 +98,8 @@ class X509Error(ValueError):
 class Credentials:
     """A certificate and its private key, both PEM; the key is unencrypted PKCS#8.
 
-    ``cert_pem`` holds exactly one certificate (not a chain).
+    ``cert_pem`` starts with the key's own certificate; what the tooling writes holds
+    just that one, while a workload's credentials carry their chain after it.
     """
 
     cert_pem: bytes

@@ -19,16 +19,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-
-@dataclass(frozen=True)
-class KeyPair:
-    cert_pem: bytes
-    key_pem: bytes
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+# The cluster's certificates are a cert/key pair like a workload's; one type for both.
+from isthmus.adapters.x509 import Credentials as KeyPair
+from isthmus.adapters.x509 import new_private_key, private_key_pem
 
 
 def _name(cn: str, orgs: tuple[str, ...] = ()) -> x509.Name:
@@ -38,7 +31,7 @@ def _name(cn: str, orgs: tuple[str, ...] = ()) -> x509.Name:
 
 
 def new_ca(common_name: str, *, now: dt.datetime, days: int = 3650) -> KeyPair:
-    key = ec.generate_private_key(ec.SECP256R1())
+    key = new_private_key()
     name = _name(common_name)
     cert = (
         x509.CertificateBuilder()
@@ -55,7 +48,7 @@ def new_ca(common_name: str, *, now: dt.datetime, days: int = 3650) -> KeyPair:
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+    return KeyPair(cert.public_bytes(serialization.Encoding.PEM), private_key_pem(key))
 
 
 def issue(ca: KeyPair, common_name: str, *, now: dt.datetime, orgs: tuple[str, ...] = (),
@@ -64,7 +57,7 @@ def issue(ca: KeyPair, common_name: str, *, now: dt.datetime, orgs: tuple[str, .
     ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)
     ca_key = serialization.load_pem_private_key(ca.key_pem, None)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-    key = ec.generate_private_key(ec.SECP256R1())
+    key = new_private_key()
     usages = ([ExtendedKeyUsageOID.SERVER_AUTH] if server else []) + (
         [ExtendedKeyUsageOID.CLIENT_AUTH] if client else [])
     builder = (
@@ -88,12 +81,12 @@ def issue(ca: KeyPair, common_name: str, *, now: dt.datetime, orgs: tuple[str, .
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     cert = builder.sign(ca_key, hashes.SHA256())
-    return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+    return KeyPair(cert.public_bytes(serialization.Encoding.PEM), private_key_pem(key))
 
 
 def new_signing_key() -> bytes:
     """An ECDSA P-256 private key (PEM) for signing service-account tokens."""
-    return _key_pem(ec.generate_private_key(ec.SECP256R1()))
+    return private_key_pem(new_private_key())
 
 
 def write_private(path: Path, data: bytes) -> None:

@@ -48,15 +48,17 @@ async def test_lightkube_watch_sees_label_transitions(client: AsyncClient, ns: s
     await client.create(Service(metadata=ObjectMeta(name="s1", labels={"exported": "true"}),
                                 spec={"ports": [{"port": 80}]}), namespace=ns)  # type: ignore[arg-type]
     seen: list[tuple[str, str]] = []
+    started = asyncio.Event()
 
     async def watch() -> None:
         async for typ, svc in client.watch(Service, namespace=ns, labels={"exported": "true"}):
             seen.append((typ, svc.metadata.name))
+            started.set()
             if len(seen) == 4:
                 return
 
     task = asyncio.create_task(watch())
-    await asyncio.sleep(0.5)
+    await asyncio.wait_for(started.wait(), 15)  # the initial ADDED: the watch is open
     await client.patch(Service, "s1", {"metadata": {"labels": {"exported": None}}}, namespace=ns,
                        patch_type=PatchType.MERGE)
     await client.patch(Service, "s1", {"metadata": {"labels": {"exported": "true"}}}, namespace=ns,
@@ -102,7 +104,7 @@ async def _raw(west: Cluster, path: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in out.decode().splitlines() if line.strip()]
 
 
-async def test_bookmarks_and_gone(west: Cluster, ns: str) -> None:
+async def test_bookmarks_mark_the_end_of_initial_events(west: Cluster, ns: str) -> None:
     events = await _raw(west, f"/api/v1/namespaces/{ns}/configmaps?watch=true&allowWatchBookmarks=true"
                               "&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&timeoutSeconds=1")
     assert events[-1]["type"] == "BOOKMARK"

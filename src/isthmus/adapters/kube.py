@@ -122,17 +122,26 @@ class Informer:
 
 
 class WorkQueue:
-    """Keys waiting to be reconciled; a key queued twice is reconciled once."""
+    """Keys waiting to be reconciled; a key queued twice is reconciled once.
+
+    As client-go's work queue: a key being reconciled is never handed to a second
+    worker; if it is added meanwhile, it is queued again once the first is `done`.
+    """
 
     def __init__(self) -> None:
         self._queue: asyncio.Queue[Hashable] = asyncio.Queue()
         self._queued: set[Hashable] = set()
+        self._processing: set[Hashable] = set()
+        self._again: set[Hashable] = set()
         self._timers: dict[Hashable, asyncio.TimerHandle] = {}
 
     def add(self, key: Hashable) -> None:
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
+        if key in self._processing:
+            self._again.add(key)
+            return
         if key not in self._queued:
             self._queued.add(key)
             self._queue.put_nowait(key)
@@ -150,7 +159,14 @@ class WorkQueue:
     async def get(self) -> Hashable:
         key = await self._queue.get()
         self._queued.discard(key)
+        self._processing.add(key)
         return key
+
+    def done(self, key: Hashable) -> None:
+        self._processing.discard(key)
+        if key in self._again:
+            self._again.discard(key)
+            self.add(key)
 
     def __len__(self) -> int:
         return len(self._queued)
@@ -159,21 +175,29 @@ class WorkQueue:
         return f"<WorkQueue queued={len(self._queued)} delayed={len(self._timers)}>"
 
 
-async def run_worker(name: str, queue: WorkQueue, reconcile: Callable[[Hashable], Awaitable[float | None]]) -> None:
-    """Reconcile keys forever; a reconcile returns a delay to look again, raises to be retried."""
+async def run_worker(name: str, queue: WorkQueue, reconcile: Callable[[Hashable], Awaitable[float | None]],
+                     *, workers: int = 1) -> None:
+    """Reconcile keys forever with `workers` concurrent loops; a reconcile returns a delay to
+    look again, or raises to be retried with back-off."""
     failures: dict[Hashable, int] = {}
-    while True:
-        key = await queue.get()
-        try:
-            again = await reconcile(key)
-            failures.pop(key, None)
-            if again is not None:
-                queue.add_after(key, again)
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:
-            n = failures[key] = failures.get(key, 0) + 1
-            delay = min(0.2 * 2 ** (n - 1), 30.0)
-            msg = e.status.message if isinstance(e, ApiError) else repr(e)
-            log.warning("%s: reconciling %s failed (%s); retrying in %.1fs", name, key, msg, delay)
-            queue.add_after(key, delay)
+
+    async def loop() -> None:
+        while True:
+            key = await queue.get()
+            try:
+                again = await reconcile(key)
+                failures.pop(key, None)
+                if again is not None:
+                    queue.add_after(key, again)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                n = failures[key] = failures.get(key, 0) + 1
+                delay = min(0.2 * 2 ** (n - 1), 30.0)
+                msg = e.status.message if isinstance(e, ApiError) else repr(e)
+                log.warning("%s: reconciling %s failed (%s); retrying in %.1fs", name, key, msg, delay)
+                queue.add_after(key, delay)
+            finally:
+                queue.done(key)
+
+    await asyncio.gather(*(loop() for _ in range(workers)))

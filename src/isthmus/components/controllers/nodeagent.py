@@ -48,6 +48,7 @@ class NodeAgent:
         self._ips = Allocator(*self._net.pod_range)
         self._ip_of: dict[Key, str] = {}
         self._started: dict[Key, str] = {}  # key -> pod uid running
+        self._placed: dict[Key, str] = {}  # key -> node chosen, until the pod is gone
         self.nodes = [f"{config.name}-node-{i}" for i in range(1, config.nodes + 1)]
 
     def informers(self) -> list[Informer]:
@@ -70,7 +71,8 @@ class NodeAgent:
 
     async def run(self) -> None:
         await self.pods.synced.wait()
-        await run_worker("nodeagent", self.queue, self.reconcile)
+        # Pods start independently of each other: several at once.
+        await run_worker("nodeagent", self.queue, self.reconcile, workers=8)
 
     def _host_ip(self, node: str) -> str:
         try:
@@ -78,13 +80,16 @@ class NodeAgent:
         except ValueError:
             return self._net.node_ip(1)
 
-    def _pick_node(self) -> str:
+    def _pick_node(self, key: Key) -> str:
+        """The node with the fewest pods, counting placements the watch has not shown yet."""
         counts = {n: 0 for n in self.nodes}
-        for p in self.pods.cache.values():
-            node = (p.get("spec") or {}).get("nodeName")
+        for k, p in self.pods.cache.items():
+            node = (p.get("spec") or {}).get("nodeName") or self._placed.get(k)
             if node in counts:
                 counts[node] += 1
-        return min(self.nodes, key=lambda n: (counts[n], n))
+        node = min(self.nodes, key=lambda n: (counts[n], n))
+        self._placed[key] = node
+        return node
 
     async def reconcile(self, key: Hashable) -> float | None:
         assert isinstance(key, tuple)
@@ -97,6 +102,7 @@ class NodeAgent:
                 await self._runner.stop(ns, name)
                 self._started.pop((ns, name), None)
             if pod is None or pod["metadata"].get("deletionTimestamp"):
+                self._placed.pop((ns, name), None)
                 ip = self._ip_of.pop((ns, name), None)
                 if ip:
                     self._ips.release(ip)
@@ -105,7 +111,7 @@ class NodeAgent:
         spec = pod.get("spec") or {}
         node = spec.get("nodeName")
         if not node:
-            node = self._pick_node()
+            node = self._pick_node((ns, name))
             await self._client.patch(Pod, name, {"spec": {"nodeName": node}}, namespace=ns,
                                      patch_type=PatchType.MERGE)
             return None  # the watch brings it back with its node

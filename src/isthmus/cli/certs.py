@@ -85,6 +85,11 @@ def _read(path: Path, hint: str) -> bytes:
         raise X509Error(f"cannot read {path}: {e.strerror or e}; {hint}") from None
 
 
+def _report_written(cert_path: Path, key_path: Path) -> None:
+    print(f"certificate written to {cert_path}")
+    print(f"private key written to {key_path} (mode 0600)")
+
+
 def _write_pair(cert_path: Path, key_path: Path, creds: Credentials, *, force: bool) -> None:
     """Write the key, then the certificate; if the certificate fails, remove a key just made."""
     key_existed = key_path.exists()
@@ -122,8 +127,7 @@ def create_root(
         _fail(e)
         return
     print(f"trust anchor CN={TRUST_ANCHOR_NAME}, valid until {_until(creds)}")
-    print(f"certificate written to {cert}")
-    print(f"private key written to {key} (mode 0600)")
+    _report_written(cert, key)
 
 
 @create_app.command("issuer")
@@ -155,8 +159,7 @@ def create_issuer(
         _fail(e)
         return
     print(f"issuer CN={ISSUER_NAME}, signed by {ca}, valid until {_until(creds)}")
-    print(f"certificate written to {cert}")
-    print(f"private key written to {key} (mode 0600)")
+    _report_written(cert, key)
 
 
 def _chain_check(bundle: bytes, leaf_is_ca: bool, roots: bytes) -> str | None:

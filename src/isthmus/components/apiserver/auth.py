@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from isthmus.adapters.store import Store
+from isthmus.adapters.store import Event, Store
 from isthmus.core.rbac import Attributes, User, authorize
 
 from .tokens import TokenInvalid, TokenIssuer
@@ -67,10 +67,30 @@ class Authenticator:
 
 
 class Authorizer:
-    """RBAC over the objects in the store (read fresh on each decision: they are in memory)."""
+    """RBAC over the objects in the store.
+
+    The roles and bindings are parsed once and kept until one of them changes
+    (the store tells), so a service account's request costs no JSON parsing.
+    """
+
+    _RESOURCES = ("roles", "clusterroles", "rolebindings", "clusterrolebindings")
 
     def __init__(self, store: Store) -> None:
         self._store = store
+        self._rbac: dict[str, list[dict[str, Any]]] | None = None
+        prefixes = {f"rbac.authorization.k8s.io/{r}" for r in self._RESOURCES}
+
+        def on_change(event: Event) -> None:
+            if event.resource in prefixes:
+                self._rbac = None
+
+        store.subscribe(on_change)
+
+    def _objects(self) -> dict[str, list[dict[str, Any]]]:
+        if self._rbac is None:
+            self._rbac = {r: [rec.obj() for rec in self._store.list(f"rbac.authorization.k8s.io/{r}")]
+                          for r in self._RESOURCES}
+        return self._rbac
 
     def allowed(self, user: User, attrs: Attributes) -> tuple[bool, str]:
         if user.is_admin:
@@ -81,16 +101,10 @@ class Authorizer:
             return True, "discovery is open to authenticated users"
         if attrs.is_resource and attrs.verb == "create" and (attrs.group, attrs.resource) in _SELF_REVIEWS:
             return True, "users may review their own access"
-        roles = {}
-        for rec in self._store.list("rbac.authorization.k8s.io/roles"):
-            o = rec.obj()
-            roles[(o["metadata"].get("namespace", ""), o["metadata"]["name"])] = o
-        cluster_roles = {}
-        for rec in self._store.list("rbac.authorization.k8s.io/clusterroles"):
-            o = rec.obj()
-            cluster_roles[o["metadata"]["name"]] = o
-        role_bindings = [r.obj() for r in self._store.list("rbac.authorization.k8s.io/rolebindings",
-                                                            attrs.namespace or None)] if attrs.namespace else []
-        cluster_bindings = [r.obj() for r in self._store.list("rbac.authorization.k8s.io/clusterrolebindings")]
+        rbac = self._objects()
+        roles = {(o["metadata"].get("namespace", ""), o["metadata"]["name"]): o for o in rbac["roles"]}
+        cluster_roles = {o["metadata"]["name"]: o for o in rbac["clusterroles"]}
+        role_bindings = [o for o in rbac["rolebindings"]
+                         if attrs.namespace and o["metadata"].get("namespace") == attrs.namespace]
         return authorize(user, attrs, roles=roles, cluster_roles=cluster_roles,
-                         role_bindings=role_bindings, cluster_role_bindings=cluster_bindings)
+                         role_bindings=role_bindings, cluster_role_bindings=rbac["clusterrolebindings"])

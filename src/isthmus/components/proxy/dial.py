@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Callable
+from typing import cast
 
 from isthmus.components.identity.tlsconfig import IdentityMismatch
 from isthmus.components.proxy.errors import ProxyError
@@ -29,8 +30,7 @@ class Pipe(asyncio.Protocol):
         self.early: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
 
     def attach(self, peer: asyncio.Transport) -> None:
         self.peer = peer
@@ -98,7 +98,6 @@ async def dial(factory: Callable[[], asyncio.Protocol], host: str, port: int, *,
         raise ProxyError(502, describe_failure(label, e), reason=reason) from None
     except (OSError, TimeoutError) as e:
         raise ProxyError(502, describe_failure(label, e)) from None
-    assert isinstance(transport, asyncio.Transport)
     if header:
         transport.write(header)
-    return transport, protocol
+    return cast(asyncio.Transport, transport), protocol

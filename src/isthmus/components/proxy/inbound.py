@@ -20,7 +20,7 @@ import logging
 import socket
 import ssl
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, cast
 
 from isthmus.components.identity.tlsconfig import peer_identity
 from isthmus.components.proxy.dial import Pipe, dial
@@ -97,8 +97,7 @@ class InboundConn(asyncio.Protocol):
         self.client_id: str | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         if self.tls:
             self.client_id = peer_identity(transport.get_extra_info("ssl_object"))
 

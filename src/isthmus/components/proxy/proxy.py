@@ -116,9 +116,9 @@ class Proxy:
 
     @property
     def outbound_address(self) -> tuple[str, int]:
-        server = self._servers[0]
-        assert isinstance(server, asyncio.Server)
-        return server.sockets[0].getsockname()[:2]
+        sockets = getattr(self._servers[0], "sockets", None) or []
+        host, port = sockets[0].getsockname()[:2]
+        return host, port
 
     async def _sweep(self) -> None:
         cfg = self.config

@@ -55,6 +55,9 @@ def spawn(coro: Any) -> None:
 
 HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"proxy-authorization",
                         b"te", b"trailer", b"upgrade"))
+# Lengths of the header names `on_header` looks at besides Host: hop-by-hop ones,
+# transfer-encoding and expect.
+HOP_LENGTHS = frozenset({*(len(h) for h in HOP_BY_HOP), len(b"transfer-encoding"), len(b"expect")})
 
 class Router(Protocol):
     """Where requests of one listener go (outbound: discovery; inbound: the local app)."""
@@ -72,6 +75,7 @@ class Router(Protocol):
 class ConnHooks(Protocol):
     """What a listener counts about its connections (TCP metrics, the proxy's own answers)."""
 
+    tcp: Any  # cells `read` and `written` (a `stats.ConnStats`), counted inline
     def opened(self, conn: ServerConn) -> None: ...
     def closed(self, conn: ServerConn, exc: Exception | None) -> None: ...
     def read(self, conn: ServerConn, n: int) -> None: ...
@@ -84,39 +88,41 @@ class ConnHooks(Protocol):
 
 
 class Request:
-    """One request's head, body state and bookkeeping while it is in flight."""
+    """One request's head, body state and bookkeeping while it is in flight.
 
-    __slots__ = ("attempt", "authority", "body", "body_len", "chunked", "complete", "conn", "headers",
-                 "host", "is_connect", "is_head", "keep_alive", "method", "route", "rsp_bytes",
-                 "rsp_started", "status", "t0", "t_rsp", "tap", "timer", "unsent", "upgrade", "url",
-                 "version")
+    Fields default at class level; `__init__` sets only what every request
+    changes (a request is made per request: this keeps that cheap).
+    """
+
+    authority: str | None = None  # set by the router: what the request was addressed to
+    host: bytes | None = None
+    raw_head: bytes | None = None  # the head as received, when it can be sent on unchanged
+    hop = False                    # it has hop-by-hop headers (so the head is rebuilt)
+    version = "1.1"
+    keep_alive = True
+    chunked = False
+    upgrade = False
+    is_head = False
+    is_connect = False
+    body_len = 0
+    complete = False               # the whole request has been read
+    route: Route | None = None
+    conn: ClientConn | None = None
+    attempt = 0
+    t0 = 0.0
+    t_rsp = 0.0
+    status = 0
+    rsp_bytes = 0
+    rsp_started = False
+    tap: Any = None                # the tap event of this request, when tapped
+    timer: asyncio.TimerHandle | None = None
+    method = b""
 
     def __init__(self) -> None:
-        self.method = b""
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
-        self.host: bytes | None = None
-        self.authority: str | None = None  # set by the router: what the request was addressed to
-        self.version = "1.1"
-        self.keep_alive = True
-        self.chunked = False
-        self.upgrade = False
-        self.is_head = False
-        self.is_connect = False
         self.body: list[bytes] | None = []  # a copy to re-send on retry, while small and complete
         self.unsent: list[bytes] = []       # body bytes read before a connection was attached
-        self.body_len = 0
-        self.complete = False               # the whole request has been read
-        self.route: Route | None = None
-        self.conn: ClientConn | None = None
-        self.attempt = 0
-        self.t0 = 0.0
-        self.t_rsp = 0.0
-        self.status = 0
-        self.rsp_bytes = 0
-        self.rsp_started = False
-        self.tap: Any = None                # the tap event of this request, when tapped
-        self.timer: asyncio.TimerHandle | None = None
 
     def header(self, name: bytes) -> bytes | None:
         for n, v in self.headers:
@@ -127,6 +133,9 @@ class Request:
     def origin_head(self, extra: bytes = b"") -> bytes:
         """The head to send upstream: origin form, no hop-by-hop headers, `extra` header lines added."""
         url = self.url
+        raw = self.raw_head
+        if raw is not None and not self.hop and url[:1] == b"/":
+            return raw + extra + b"\r\n" if extra else raw + b"\r\n"
         if url[:1] != b"/" and url != b"*":
             parsed = httptools.parse_url(url)
             url = (parsed.path or b"/") + (b"?" + parsed.query if parsed.query else b"")
@@ -166,7 +175,8 @@ class ServerConn(asyncio.Protocol):
         self.client_id: str | None = None     # the peer's proven identity (mTLS), if any
         self.seen_request = False
         self.fallback: Callable[[ServerConn, bytes], None] | None = None
-        self.state: Any = None                # the listener's own per-connection data
+        self.tcp = hooks.tcp                  # the listener's connection counters
+        self.chunk: bytes | None = None       # the chunk being parsed, when it starts a request
 
     # ---------------------------------------------------------------- transport
 
@@ -203,10 +213,12 @@ class ServerConn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = time.monotonic()
-        self.hooks.read(self, len(data))
+        self.tcp.read.value += len(data)
         if self.tunnel is not None:
             self.tunnel.write(data)
             return
+        # A chunk that starts a request: its head can be sent on as it came (see origin_head).
+        self.chunk = data if self.reading is None else None
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
@@ -220,7 +232,7 @@ class ServerConn(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         t = self.transport
         if t is not None and not t.is_closing():
-            self.hooks.written(self, len(data))
+            self.tcp.written.value += len(data)
             t.write(data)
 
     def close(self) -> None:
@@ -248,32 +260,46 @@ class ServerConn(asyncio.Protocol):
         self.head_started = self.last_activity
 
     def on_url(self, url: bytes) -> None:
-        assert self.reading is not None
-        self.reading.url += url
+        self.reading.url += url  # type: ignore[union-attr]
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        req = self.reading
-        assert req is not None
+        req: Request = self.reading  # type: ignore[assignment]
         req.headers.append((name, value))
-        if len(name) == 4 and name.lower() == b"host":
-            req.host = value
+        n = len(name)
+        if n == 4:
+            if name.lower() == b"host":
+                req.host = value
+        elif n in HOP_LENGTHS:
+            lower = name.lower()
+            if lower in HOP_BY_HOP:
+                req.hop = True
+            elif lower == b"transfer-encoding":
+                req.chunked = b"chunked" in value.lower()
+            elif lower == b"expect" and value.lower() == b"100-continue":
+                req.body = None  # the body follows only once a server agrees: nothing to re-send
 
     def on_headers_complete(self) -> None:
-        req = self.reading
-        assert req is not None
+        req: Request = self.reading  # type: ignore[assignment]
         p = self.parser
         self.head_started = 0.0
-        req.method = p.get_method()
-        req.version = p.get_http_version()
-        req.keep_alive = p.should_keep_alive()
-        req.upgrade = p.should_upgrade()
-        req.is_head = req.method == b"HEAD"
-        req.is_connect = req.method == b"CONNECT"
-        te = req.header(b"transfer-encoding")
-        req.chunked = te is not None and b"chunked" in te.lower()
-        expect = req.header(b"expect")
-        if expect is not None and expect.lower() == b"100-continue":
-            req.body = None  # the body follows only once a server agrees: nothing to re-send
+        method = req.method = p.get_method()
+        version = p.get_http_version()
+        if version != "1.1":
+            req.version = version
+        if not p.should_keep_alive():
+            req.keep_alive = False
+        if p.should_upgrade():
+            req.upgrade = True
+        if method == b"HEAD":
+            req.is_head = True
+        elif method == b"CONNECT":
+            req.is_connect = True
+        chunk = self.chunk
+        if chunk is not None:
+            self.chunk = None
+            end = chunk.find(b"\r\n\r\n")
+            if end > 0 and 65 <= chunk[0] <= 90:  # starts with the method, not a stray CRLF
+                req.raw_head = chunk[:end + 2]  # the request line and headers, without the blank line
         req.t0 = time.perf_counter()
         self.queue.append(req)
         if len(self.queue) == 1:
@@ -577,7 +603,7 @@ class ClientConn(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         t = self.transport
         if t is not None and not t.is_closing():
-            self.pool.written(len(data))
+            self.pool.conn_stats.written.value += len(data)
             t.write(data)
 
     def release(self) -> None:
@@ -596,7 +622,7 @@ class ClientConn(asyncio.Protocol):
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
-        self.pool.read(len(data))
+        self.pool.conn_stats.read.value += len(data)
         server = self.server
         if server is None:
             self.abandon()  # bytes nobody asked for: this connection is out of step
@@ -659,9 +685,10 @@ class ClientConn(asyncio.Protocol):
         if status < 200 and status != 101:
             return  # interim (100 Continue): passed on; the final response follows
         self.final = True
-        self.keep_alive = self.parser.should_keep_alive()
+        if not self.parser.should_keep_alive():
+            self.keep_alive = False
         route = req.route
-        if route is not None and req.retryable() and route.should_retry(req, status):
+        if route is not None and route.retries and req.retryable() and route.should_retry(req, status):
             self.retrying = True
         else:
             server.response_head(req, status)

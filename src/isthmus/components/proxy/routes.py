@@ -99,8 +99,8 @@ class Pool:
 class Route:
     """One request attempt's destination and bookkeeping (see the module docstring)."""
 
-    __slots__ = ("balancer", "budget", "endpoint", "endpoint_key", "ewma", "extra_headers", "policy",
-                 "pool", "stats", "tap", "timeout")
+    __slots__ = ("accrual", "balancer", "budget", "endpoint", "endpoint_key", "ewma", "extra_headers",
+                 "policy", "pool", "retries", "stats", "tap", "timeout")
 
     def __init__(self, pool: Pool, stats: RouteStats, *, policy: RoutePolicy | None = None,
                  budget: RetryBudget | None = None, ewma: PeakEwma | None = None,
@@ -110,9 +110,11 @@ class Route:
         self.stats = stats
         self.policy = policy
         self.timeout = policy.timeout if policy is not None else None
+        self.retries = policy is not None and policy.retries and budget is not None
         self.budget = budget
         self.ewma = ewma
         self.balancer = balancer
+        self.accrual = balancer is not None and balancer.failure_accrual is not None
         self.endpoint_key = endpoint_key
         self.extra_headers = extra_headers
         self.tap = tap
@@ -125,8 +127,8 @@ class Route:
         self.stats.request.value += 1
         if self.ewma is not None:
             self.ewma.start()
-        if self.budget is not None and req.attempt == 1:
-            self.budget.deposit(time.monotonic())
+        if self.retries and req.attempt == 1:
+            self.budget.deposit(time.monotonic())  # type: ignore[union-attr]
         tap = self.tap
         if tap is not None and tap.hub.active:
             tap.request(req, conn)
@@ -153,14 +155,17 @@ class Route:
 
     def _record(self, req: Request, status: int) -> None:
         now = time.perf_counter()
-        latency = (req.t_rsp or now) - req.t0
         failed = status >= 500
-        self.stats.response(status, latency * 1000.0, failed)
+        # As linkerd2-proxy: from the request head to the end of the response stream.
+        self.stats.response(status, (now - req.t0) * 1000.0, failed)
         if self.ewma is not None:
-            # A fast failure must not make an endpoint look cheap: count it as slow.
-            self.ewma.finish(max(latency, FAILURE_RTT) if failed else latency, time.monotonic())
-        if self.balancer is not None:
-            self.balancer.report(self.endpoint_key, not failed, time.monotonic())
+            # The balancer weighs the time to the response head. A fast failure must not
+            # make an endpoint look cheap: it counts as slow.
+            rtt = (req.t_rsp or now) - req.t0
+            mono = time.monotonic()
+            self.ewma.finish(max(rtt, FAILURE_RTT) if failed else rtt, mono)
+            if self.accrual:
+                self.balancer.report(self.endpoint_key, not failed, mono)  # type: ignore[union-attr]
 
     def __repr__(self) -> str:
         return f"<Route {self.pool.label}>"

@@ -512,3 +512,28 @@ async def test_proxy_without_destination_forwards_ip_authorities_only(pair: Pair
         await proxy.close()
 
 
+
+
+async def test_inbound_falls_back_to_opaque_when_bytes_are_not_http(pair: Pair) -> None:
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            writer.write(data[::-1])
+        writer.close()
+
+    server = await asyncio.start_server(echo, LOCAL, 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        ctx = ssl.create_default_context(cadata=ROOT.cert_pem.decode())
+        ctx.check_hostname = False
+        client_creds = creds(CLIENT_ID)
+        path = __import__("pathlib").Path(__import__("tempfile").mkdtemp()) / "client.pem"
+        path.write_bytes(client_creds.cert_pem + client_creds.key_pem)
+        ctx.load_cert_chain(path)
+        path.unlink()
+        host, inbound_port = pair.inbound
+        reader, writer = await asyncio.open_connection(host, inbound_port, ssl=ctx)
+        writer.write(b"isthmus/1 http %d\n\x00\x01binary protocol" % port)
+        assert await reader.readexactly(17) == b"locotorp yranib\x01\x00"
+        writer.close()
+    finally:
+        server.close()

@@ -255,7 +255,6 @@ class ServerConn(asyncio.Protocol):
     # ---------------------------------------------------------------- parser callbacks
 
     def on_message_begin(self) -> None:
-        self.seen_request = True
         self.reading = Request()
         self.head_started = self.last_activity
 
@@ -282,6 +281,7 @@ class ServerConn(asyncio.Protocol):
         req: Request = self.reading  # type: ignore[assignment]
         p = self.parser
         self.head_started = 0.0
+        self.seen_request = True  # a whole head parsed: this connection speaks HTTP
         method = req.method = p.get_method()
         version = p.get_http_version()
         if version != "1.1":

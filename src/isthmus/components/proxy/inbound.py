@@ -252,10 +252,21 @@ class InboundListener:
         hooks = self.stats.listener_hooks("inbound", tls, first.client_id, self.conns)
         conn = ServerConn(router, hooks)
         conn.client_id = first.client_id
+        if header is not None and header.port is not None:
+            # Protocol detection: bytes that are not HTTP go on as opaque TCP to the same port.
+            target = th.local("opaque", header.port)
+            conn.fallback = lambda c, data: self._fall_back(c, first, target, data)
         transport.set_protocol(conn)
         conn.connection_made(transport)
         if rest:
             conn.data_received(rest)
+
+    def _fall_back(self, conn: ServerConn, first: InboundConn, header: th.TransportHeader,
+                   data: bytes) -> None:
+        conn.hooks.closed(conn, None)  # no longer an HTTP connection (nor swept as one)
+        log.debug("inbound bytes are not HTTP; forwarding them as opaque TCP to port %s",
+                  header.port)
+        spawn(self._opaque(first, header, data))
 
     async def _opaque(self, first: InboundConn, header: th.TransportHeader, rest: bytes) -> None:
         transport = first.transport

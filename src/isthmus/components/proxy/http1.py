@@ -432,6 +432,8 @@ class ServerConn(asyncio.Protocol):
             req.rsp_started = True
             req.status = status
             req.t_rsp = time.perf_counter()
+            if req.tap is not None:
+                req.tap.response(status, time.monotonic())
 
     def response_complete(self, req: Request) -> None:
         if req.timer is not None:

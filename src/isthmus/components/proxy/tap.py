@@ -70,6 +70,8 @@ class TapPoint:
         self.dst_labels = labels
 
     def request(self, req: Request, conn: ServerConn) -> None:
+        if req.tap is not None:
+            return  # a retry: one tap stream per request
         outbound = self.direction == "outbound"
         if outbound:
             e = self.endpoint
@@ -93,7 +95,7 @@ class TapPoint:
         if tapped is None:
             return
         now = time.monotonic()
-        if req.rsp_started:
-            tapped.response(req.status, now - (time.perf_counter() - req.t_rsp))
+        if tapped.responded is None and req.rsp_started:
+            tapped.response(req.status, now)  # an answer of the proxy's own
         tapped.end(req.rsp_bytes, now)
         req.tap = None

@@ -153,21 +153,9 @@ def cluster_serve(name: str) -> None:
 @app.command("proxy")
 def proxy_cmd() -> None:
     """Run the sidecar proxy (the injected container), configured from ISTHMUS_PROXY_* variables."""
-    from isthmus.components.proxy import ConfigError, ProxyConfig, run_proxy
+    from isthmus.cli.proxy import run
 
-    try:
-        config = ProxyConfig.from_env()
-    except ConfigError as e:
-        _fail(e)
-    logging.basicConfig(level=config.log_level.upper() if config.log_level.upper() in (
-        "DEBUG", "INFO", "WARNING", "ERROR") else "INFO",
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import uvloop
-
-    try:
-        uvloop.run(run_proxy(config))
-    except OSError as e:  # a listen address in use or not local
-        _fail(OSError(f"proxy could not start: {e}"))
+    run()
 
 
 @app.command("demo-cluster")

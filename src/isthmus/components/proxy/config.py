@@ -113,7 +113,10 @@ class ProxyConfig:
         token_file = None
         identity_addr = None
         if not disabled:
-            if not identity or parse_workload_identity(identity) is None:
+            if not identity:
+                raise ConfigError(f"{p}IDENTITY_LOCAL_NAME is not set: set it to this workload's "
+                                  f"identity, or set {p}IDENTITY_DISABLED=1")
+            if parse_workload_identity(identity) is None:
                 raise ConfigError(f"{p}IDENTITY_LOCAL_NAME={identity!r} is not a workload identity "
                                   f"(<sa>.<ns>.serviceaccount.identity.isthmus.<domain>); "
                                   f"set it, or {p}IDENTITY_DISABLED=1")

@@ -537,3 +537,74 @@ async def test_inbound_falls_back_to_opaque_when_bytes_are_not_http(pair: Pair) 
         writer.close()
     finally:
         server.close()
+
+
+GATEWAY_ID = workload_identity("isthmus-gateway", "isthmus-multicluster")
+MIRROR = "server-east.ns.svc.cluster.local:8080"
+
+
+@pytest.fixture
+async def gateway(pair: Pair) -> AsyncIterator[Proxy]:
+    """A gateway in front of the pair's server: the client reaches `server-east` through it."""
+    local = StaticDestination()
+    gw = Proxy(config(GATEWAY_ID, gateway=True), credentials=creds(GATEWAY_ID), destination=local)
+    await gw.start()
+    local.set(AUTHORITY, [pair.endpoint()])
+    assert gw.inbound is not None
+    pair.destination.set(MIRROR, [Endpoint(LOCAL, gw.inbound.address[1], GATEWAY_ID,
+                                           gw.inbound.address[1], "http", AUTHORITY,
+                                           MappingProxyType({}))],
+                         labels={"dst_namespace": "ns", "dst_service": "server-east",
+                                 "dst_target_cluster": "east"})
+    yield gw
+    await gw.close()
+
+
+async def test_gateway_forwards_to_its_own_cluster_with_forwarded_header(pair: Pair,
+                                                                         gateway: Proxy) -> None:
+    status, body, _ = await pair.get("/headers", authority="server-east.ns:8080")
+    assert status == 200, body
+    headers = __import__("json").loads(body)
+    assert headers["forwarded"] == f"by={GATEWAY_ID};for={CLIENT_ID}"
+    assert headers["l5d-client-id"] == GATEWAY_ID  # the server's proxy saw the gateway's identity
+    out = pair.metrics(pair.client)
+    assert sample(out, "request_total", direction="outbound", server_id=GATEWAY_ID,
+                  dst_target_cluster="east", authority=MIRROR) == 1
+    assert sample(gateway.stats.render(), "response_total", direction="outbound",
+                  authority=AUTHORITY, status_code="200") == 1
+
+
+async def test_gateway_refuses_plain_tcp_and_counts_it(pair: Pair, gateway: Proxy) -> None:
+    assert gateway.inbound is not None
+    reader, writer = await asyncio.open_connection(*gateway.inbound.address)
+    writer.write(b"GET / HTTP/1.1\r\nHost: server.ns:8080\r\n\r\n")
+    try:
+        answer = await reader.read()
+    except ConnectionResetError:  # closed with the request unread
+        answer = b""
+    assert answer == b""
+    writer.close()
+    await asyncio.sleep(0.05)
+    assert sample(gateway.stats.render(), "refused_connections_total",
+                  reason="plain_to_gateway") == 1
+
+
+async def test_gateway_answers_unknown_services_and_loops_clearly(pair: Pair, gateway: Proxy) -> None:
+    assert gateway.inbound is not None
+    pair.destination.set("nothere-east.ns.svc.cluster.local:80", [Endpoint(
+        LOCAL, gateway.inbound.address[1], GATEWAY_ID, gateway.inbound.address[1], "http",
+        "nothere.ns.svc.cluster.local:80", MappingProxyType({}))])
+    status, body, _ = await pair.get("/", authority="nothere-east.ns:80")
+    assert status == 503
+    assert b"nothere.ns.svc.cluster.local:80 does not resolve" in body
+    # The gateway's own cluster has server-west mirrored: going there would leave the cluster again.
+    local = gateway.destination
+    local.set("server-west.ns.svc.cluster.local:8080", [Endpoint(
+        "127.0.0.99", 4143, workload_identity("isthmus-gateway", "isthmus-multicluster"), 4143,
+        "http", AUTHORITY, MappingProxyType({}))])
+    pair.destination.set("loop-east.ns.svc.cluster.local:8080", [Endpoint(
+        LOCAL, gateway.inbound.address[1], GATEWAY_ID, gateway.inbound.address[1], "http",
+        "server-west.ns.svc.cluster.local:8080", MappingProxyType({}))])
+    status, body, _ = await pair.get("/", authority="loop-east.ns:8080")
+    assert status == 508
+    assert b"is a mirrored service of another cluster" in body

@@ -98,6 +98,7 @@ class Request:
     host: bytes | None = None
     raw_head: bytes | None = None  # the head as received, when it can be sent on unchanged
     hop = False                    # it has hop-by-hop headers (so the head is rebuilt)
+    extra = b""                    # header lines this proxy adds to this request
     version = "1.1"
     keep_alive = True
     chunked = False
@@ -134,6 +135,8 @@ class Request:
         """The head to send upstream: origin form, no hop-by-hop headers, `extra` header lines added."""
         url = self.url
         raw = self.raw_head
+        if self.extra:
+            extra += self.extra
         if raw is not None and not self.hop and url[:1] == b"/":
             return raw + extra + b"\r\n" if extra else raw + b"\r\n"
         if url[:1] != b"/" and url != b"*":

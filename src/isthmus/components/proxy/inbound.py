@@ -72,15 +72,42 @@ class InboundRouter:
 
 
 class GatewayRouter:
-    """Requests a peer cluster sent through this gateway, all for one service authority."""
+    """Requests a peer cluster sent through this gateway, all for one service authority.
 
-    def __init__(self, outbound: OutboundRouter, authority: str) -> None:
+    Only services of this cluster are targets: a mirrored service (whose
+    endpoints are another gateway) would send the request on to another
+    cluster, so it is refused, as is a request that already passed this
+    gateway (its `Forwarded` header names it). Requests go on with
+    `Forwarded: by=<gateway identity>;for=<client identity>` appended.
+    """
+
+    def __init__(self, outbound: OutboundRouter, authority: str, own_id: str | None,
+                 client_id: str | None) -> None:
         self.outbound = outbound
         self.authority = authority
+        self.by = f"by={own_id or 'gateway'}".encode()
+        self.forwarded = b"forwarded: %s;for=%s\r\n" % (self.by, (client_id or "unknown").encode())
 
     def route(self, req: Request, conn: ServerConn) -> Route | Awaitable[Route]:
         req.authority = self.authority
-        return self.outbound.route_to(self.authority)
+        for name, value in req.headers:
+            if len(name) == 9 and name.lower() == b"forwarded" and self.by in value:
+                raise ProxyError(508, f"request for {self.authority} already passed this gateway "
+                                      f"({value.decode('latin-1')}): refusing a loop")
+        req.extra = self.forwarded
+        routed = self.outbound.route_to(self.authority)
+        if isinstance(routed, Route):
+            return self._local_only(routed)
+        return self._later(routed)
+
+    async def _later(self, routed: Awaitable[Route]) -> Route:
+        return self._local_only(await routed)
+
+    def _local_only(self, route: Route) -> Route:
+        if route.endpoint is not None and route.endpoint.authority_override is not None:
+            raise ProxyError(508, f"{self.authority} is a mirrored service of another cluster; "
+                                  f"a gateway forwards only to services of its own cluster")
+        return route
 
     async def tunnel(self, req: Request, conn: ServerConn) -> asyncio.Transport:
         raise ProxyError(405, "CONNECT is not accepted on the gateway port")
@@ -141,6 +168,7 @@ class InboundListener:
         self.tap = tap
         self.outbound = outbound
         self.gateway = gateway
+        self.own_id: str | None = None  # this proxy's identity (set by the proxy)
         self.connect_timeout = connect_timeout
         self.conns = conns
         self.pools: dict[int, Pool] = {}
@@ -205,6 +233,10 @@ class InboundListener:
                     sock.close()
                     return
                 tls = first == b"\x16"
+                if not tls and self.gateway:
+                    self.refused(False, "plain_to_gateway")  # a gateway takes mTLS only
+                    sock.close()
+                    return
                 ctx: ssl.SSLContext | None = None
                 if tls:
                     if self.tls is None:
@@ -246,7 +278,8 @@ class InboundListener:
             return
         router: Any
         if header is not None and header.authority is not None and self.outbound is not None:
-            router = GatewayRouter(self.outbound, header.authority)
+            router = GatewayRouter(self.outbound, header.authority,
+                                   self.own_id, first.client_id)
         else:
             router = InboundRouter(self, port, first.client_id, tls)
         hooks = self.stats.listener_hooks("inbound", tls, first.client_id, self.conns)

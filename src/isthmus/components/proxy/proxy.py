@@ -106,6 +106,7 @@ class Proxy:
             require_identity=cfg.require_identity_ports, tls=self.tls, stats=self.stats,
             tap=self.tap, outbound=self.outbound if cfg.gateway else None, gateway=cfg.gateway,
             connect_timeout=cfg.connect_timeout, conns=self.conns)
+        self.inbound.own_id = cfg.identity
         await self.inbound.start()
         self.admin = AdminServer(self, cfg.admin)
         await self.admin.start()

@@ -1,23 +1,33 @@
 """Benchmark: certificates per second from the identity service, and the cost of a mesh handshake.
 
 Starts a fresh embedded cluster (temporary ISTHMUS_HOME) for its TokenReview
-API, runs the identity service in this process (uvloop), and from a second
-process runs C concurrent clients, each over one TLS 1.3 keep-alive
-connection, posting CSRs back to back for D seconds with real service-account
-tokens. Two rounds:
-  - "cached": the service's token reviewer remembers each token's review for
-    60 s (a bench-only wrapper: the service itself asks on every request), so
-    the round measures the service's own work;
-  - "uncached": every request makes a real TokenReview against the cluster's
-    API server (lightkube, over TLS).
-Each round reports certificates/s, client round-trip latency p50/p99, and the
+API, runs the identity service in this process (uvloop) exactly as it ships
+(its token reviewer is `lightkube_token_reviewer`, its review cache the
+default 10 s), and from a second process runs C concurrent clients, each over
+one TLS 1.3 keep-alive connection, posting CSRs back to back for D seconds
+with real service-account tokens (TokenRequest). Two rounds:
+  - "one token per client": each client presents the same token every time,
+    as a workload does, so the service reviews each token once and answers
+    the rest from its review cache: the round measures the service's own work;
+  - "a new token for every CSR": no token is presented twice, so every CSR
+    costs a real TokenReview against the cluster's API server (lightkube's
+    HTTP client, over TLS). A client that runs out of tokens stops (counted
+    in `clients_out_of_tokens`) rather than reuse one.
+Each round reports certificates/s, client round-trip latency p50/p99, the
 service-side latency p50/p99 (request arrival to signed certificate, what the
-`identity_cert_sign_latency_seconds` histogram records).
-Then: the cost of one `sign_leaf` alone, and a TLS 1.3 mutual handshake
+`identity_cert_sign_latency_seconds` histogram records), the CPU seconds of
+the three processes (service, load, API server), and where the token checks
+were answered (`identity_token_review_total`: api or cache).
+Then: the cost of signing alone (`sign_leaf` from PEM, against `read_csr` +
+`LeafSigner.sign` as the service does it), and a TLS 1.3 mutual handshake
 between two workload identities (Python ssl, both ends in this process, full
 handshakes one after another on 127.0.0.1): handshakes/s and µs each.
 
     .venv/bin/python bench/identity_sign.py [--clients 16] [--seconds 5]
+
+With ISTHMUS_BENCH_PROFILE=DIR, py-spy records the service process and the
+API server during each round into DIR (collapsed stacks, `<round>-service.txt`
+and `<round>-apiserver.txt`).
 """
 
 from __future__ import annotations
@@ -36,28 +46,32 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import uvloop
-from _stats import pct
+from _stats import cpu_seconds, pct
 from lightkube import AsyncClient, KubeConfig
+from lightkube.models.authentication_v1 import TokenRequestSpec
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import ServiceAccount
 
 from isthmus.adapters.x509 import (
     Credentials,
+    LeafSigner,
     issue_leaf,
     make_csr,
     new_issuer,
     new_private_key,
     new_root,
+    read_csr,
     sign_leaf,
 )
 from isthmus.components.identity import (
     IdentityService,
-    TokenReviewResult,
     client_context,
     lightkube_token_reviewer,
     server_context,
@@ -67,46 +81,39 @@ from isthmus.core.identity import workload_identity
 ISTHMUS = str(Path(sys.executable).parent / "isthmus")
 LOCAL = "127.0.0.1"
 NAMESPACE = "bench"
+MAX_RATE = 1000  # certificates/s the "new token for every CSR" round is given tokens for
 
 
 def now() -> datetime:
     return datetime.now(UTC)
 
 
-def caching(review: Callable[[str], Awaitable[TokenReviewResult]], ttl: float = 60.0
-            ) -> Callable[[str], Awaitable[TokenReviewResult]]:
-    """A token reviewer that remembers positive reviews for `ttl` seconds (for this benchmark only)."""
-    cache: dict[str, tuple[float, TokenReviewResult]] = {}
-
-    async def cached(token: str) -> TokenReviewResult:
-        hit = cache.get(token)
-        if hit is not None and hit[0] > time.monotonic():
-            return hit[1]
-        result = await review(token)
-        if result.authenticated:
-            cache[token] = (time.monotonic() + ttl, result)
-        return result
-
-    return cached
-
-
 # ------------------------------------------------------------------ the load (second process)
 
 
-def load_main(url: str, anchors: bytes, service_identity: str, requests: list[dict[str, str]],
+def load_main(url: str, anchors: bytes, service_identity: str, bodies: list[list[bytes]], reuse: bool,
               seconds: float, results: Any) -> None:
+    """C clients (one per list in `bodies`); each posts its bodies in turn, cycling through them if `reuse`."""
     async def run() -> dict[str, Any]:
         ctx = client_context(None, anchors, expected_identity=service_identity)
         latencies: list[float] = []
         errors: dict[int, int] = {}
+        out_of_tokens = 0
 
-        async def client(body: bytes) -> None:
+        async def client(mine: list[bytes]) -> None:
+            nonlocal out_of_tokens
             conn = aiohttp.TCPConnector(ssl=ctx, limit=1)
             async with aiohttp.ClientSession(connector=conn) as s:
-                async with s.post(url, data=body, headers={"Content-Type": "application/json"}) as r:
+                async with s.post(url, data=mine[0], headers={"Content-Type": "application/json"}) as r:
                     await r.read()  # warm: the TLS handshake happens here, outside the measurement
                 await start.wait()
+                i = 1
                 while time.monotonic() < deadline:
+                    if i >= len(mine) and not reuse:
+                        out_of_tokens += 1
+                        return
+                    body = mine[i % len(mine)]
+                    i += 1
                     t0 = time.perf_counter()
                     async with s.post(url, data=body, headers={"Content-Type": "application/json"}) as r:
                         await r.read()
@@ -117,20 +124,27 @@ def load_main(url: str, anchors: bytes, service_identity: str, requests: list[di
 
         start = asyncio.Event()
         deadline = float("inf")
-        tasks = [asyncio.create_task(client(json.dumps(req).encode())) for req in requests]
+        tasks = [asyncio.create_task(client(mine)) for mine in bodies]
         await asyncio.sleep(1.0)
         t_start, started = time.monotonic(), time.time()
         deadline = t_start + seconds
+        cpu0 = time.process_time()
         start.set()
         await asyncio.gather(*tasks)
         return {"elapsed": time.monotonic() - t_start, "started": started, "latencies": latencies,
-                "errors": errors}
+                "errors": errors, "out_of_tokens": out_of_tokens, "cpu": time.process_time() - cpu0}
 
     results.put(uvloop.run(run()))
 
 
-async def round_(service: IdentityService, anchors: bytes, requests: list[dict[str, str]],
-                 seconds: float, label: str) -> dict[str, Any]:
+def profiler(pid: int, path: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid),
+                             "--rate", "100", "--format", "raw", "-o", str(path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def round_(service: IdentityService, anchors: bytes, bodies: list[list[bytes]], reuse: bool,
+                 seconds: float, label: str, api_pid: int, profile: Path | None) -> dict[str, Any]:
     server_side: list[tuple[float, float]] = []  # (wall time, seconds)
     observe = service.metrics.sign_latency.observe
 
@@ -139,25 +153,48 @@ async def round_(service: IdentityService, anchors: bytes, requests: list[dict[s
         observe(value)
 
     service.metrics.sign_latency.observe = record
-    cpu0 = time.process_time()
     results: Any = mp.get_context("spawn").Queue()
     proc = mp.get_context("spawn").Process(
-        target=load_main, args=(service.url + "/v1/certify", anchors, service.identity, requests,
+        target=load_main, args=(service.url + "/v1/certify", anchors, service.identity, bodies, reuse,
                                 seconds, results))
     proc.start()
-    out = await asyncio.get_running_loop().run_in_executor(None, results.get)
-    await asyncio.get_running_loop().run_in_executor(None, proc.join)
+    loop = asyncio.get_running_loop()
+    profilers = []
+    if profile is not None:
+        name = "reused-token" if reuse else "new-token"
+        profilers = [profiler(os.getpid(), profile / f"{name}-service.txt"),
+                     profiler(api_pid, profile / f"{name}-apiserver.txt")]
+    samples: list[tuple[float, float, float, float, float]] = []
+
+    async def sample() -> None:  # CPU and review counters every 20 ms, to cut out the measured window
+        while True:
+            samples.append((time.time(), time.process_time(), cpu_seconds(api_pid),
+                            service.metrics.token_reviews.get("api"), service.metrics.token_reviews.get("cache")))
+            await asyncio.sleep(0.02)
+
+    sampler = asyncio.create_task(sample())
+    out = await loop.run_in_executor(None, results.get)
+    sampler.cancel()
+    await asyncio.gather(sampler, return_exceptions=True)
+    first = min(samples, key=lambda x: abs(x[0] - out["started"]))
+    last = min(samples, key=lambda x: abs(x[0] - out["started"] - out["elapsed"]))
+    for p in profilers:
+        p.send_signal(2)
+        await loop.run_in_executor(None, p.wait)
+    await loop.run_in_executor(None, proc.join)
     service.metrics.sign_latency.observe = observe
     lat = out["latencies"]
     measured = [v for t, v in server_side if t >= out["started"]]  # not the warm-up requests
-    return {"round": label, "clients": len(requests), "seconds": round(out["elapsed"], 2),
+    return {"round": label, "clients": len(bodies), "seconds": round(out["elapsed"], 2),
             "certs": len(lat), "certs_per_s": round(len(lat) / out["elapsed"], 1),
             "client_roundtrip_ms_p50": round(pct(lat, 50) * 1e3, 2),
             "client_roundtrip_ms_p99": round(pct(lat, 99) * 1e3, 2),
             "service_ms_p50": round(pct(measured, 50) * 1e3, 3),
             "service_ms_p99": round(pct(measured, 99) * 1e3, 3),
-            "service_process_cpu_s": round(time.process_time() - cpu0, 2),
-            "errors": out["errors"]}
+            "cpu_s": {"service": round(last[1] - first[1], 2), "load": round(out["cpu"], 2),
+                      "api_server": round(last[2] - first[2], 2)},
+            "token_reviews": {"api": int(last[3] - first[3]), "cache": int(last[4] - first[4])},
+            "errors": out["errors"], "clients_out_of_tokens": out["out_of_tokens"]}
 
 
 # ------------------------------------------------------------------ handshakes
@@ -226,49 +263,77 @@ def handshake_cpu(a: Credentials, b: Credentials, anchors: bytes, *, a_id: str, 
     return (time.process_time() - cpu0) / n * 1e6
 
 
-def sign_cost(issuer: Credentials, n: int = 500) -> float:
-    csr = make_csr(new_private_key(), workload_identity("web", NAMESPACE))
-    t0 = time.perf_counter()
+def sign_cost(issuer: Credentials, n: int = 500) -> dict[str, float]:
+    """µs per leaf: `sign_leaf` from PEM, and the service's way (`read_csr`, then `LeafSigner.sign`)."""
+    ident = workload_identity("web", NAMESPACE)
+    csr = make_csr(new_private_key(), ident)
+    signer = LeafSigner(issuer)
+
+    def each(f: Callable[[], object]) -> float:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            f()
+        return round((time.perf_counter() - t0) / n * 1e6, 1)
+
+    return {"sign_leaf_us": each(lambda: sign_leaf(issuer, csr, dns_name=ident, now=now())),
+            "read_csr_us": each(lambda: read_csr(csr)),
+            "read_csr_and_signer_sign_us": each(lambda: signer.sign(read_csr(csr), dns_name=ident, now=now()))}
+
+
+async def new_tokens(kube: AsyncClient, sa: str, n: int) -> list[str]:
+    """`n` fresh tokens for service account `sa` (TokenRequest, one hour each)."""
+    tokens = []
     for _ in range(n):
-        sign_leaf(issuer, csr, dns_name=workload_identity("web", NAMESPACE), now=now())
-    return (time.perf_counter() - t0) / n * 1e6
+        answer = await kube.create(ServiceAccount.Token(metadata=ObjectMeta(name=sa, namespace=NAMESPACE),
+                                                        spec=TokenRequestSpec(audiences=[], expirationSeconds=3600)),
+                                   sa, namespace=NAMESPACE)
+        assert answer.status is not None
+        tokens.append(answer.status.token)
+    return tokens
 
 
 # ------------------------------------------------------------------ main
 
 
-async def bench(kubeconfig: Path, env: dict[str, str], clients: int, seconds: float) -> list[dict[str, Any]]:
+async def bench(kubeconfig: Path, env: dict[str, str], api_pid: int, clients: int, seconds: float,
+                profile: Path | None) -> list[dict[str, Any]]:
     def kubectl(*args: str) -> str:
         return subprocess.run(["kubectl", "--context=bench", *args], env=env, check=True,
                               capture_output=True, text=True).stdout
 
     kubectl("create", "namespace", NAMESPACE)
-    requests = []
-    for i in range(clients):
-        sa = f"w{i}"
+    sas = [f"w{i}" for i in range(clients)]
+    for sa in sas:
         kubectl("-n", NAMESPACE, "create", "serviceaccount", sa)
-        ident = workload_identity(sa, NAMESPACE)
-        requests.append({"identity": ident, "token": kubectl("-n", NAMESPACE, "create", "token", sa).strip(),
-                         "csr": make_csr(new_private_key(), ident).decode()})
+    kube = AsyncClient(config=KubeConfig.from_file(kubeconfig).get(context_name="bench"), trust_env=False)
+    per_client = int(MAX_RATE * (seconds + 0.5) / clients) + 2
+    tokens = await asyncio.gather(*(new_tokens(kube, sa, per_client) for sa in sas))
+    csrs = {sa: make_csr(new_private_key(), workload_identity(sa, NAMESPACE)).decode() for sa in sas}
+
+    def body(sa: str, token: str) -> bytes:
+        return json.dumps({"identity": workload_identity(sa, NAMESPACE), "token": token,
+                           "csr": csrs[sa]}).encode()
+
     root = new_root(now=now())
     issuer = new_issuer(root, now=now())
-    kube = AsyncClient(config=KubeConfig.from_file(kubeconfig).get(context_name="bench"), trust_env=False)
     out: list[dict[str, Any]] = []
     try:
-        for label, reviewer in (("cached token reviews (bench-only cache, 60 s)",
-                                 caching(lightkube_token_reviewer(kube))),
-                                ("uncached: one real TokenReview per request", lightkube_token_reviewer(kube))):
+        for label, reuse, bodies in (
+                ("one token per client (the service's review cache answers after the first)", True,
+                 [[body(sa, mine[0])] for sa, mine in zip(sas, tokens, strict=True)]),
+                ("a new token for every CSR (a real TokenReview each)", False,
+                 [[body(sa, t) for t in mine[1:]] for sa, mine in zip(sas, tokens, strict=True)])):
             service = IdentityService(issuer=issuer, trust_anchors_pem=root.cert_pem,
-                                      trust_domain="cluster.local", token_reviewer=reviewer, clock=now,
-                                      address=(LOCAL, 0), admin_address=None)
+                                      trust_domain="cluster.local", token_reviewer=lightkube_token_reviewer(kube),
+                                      clock=now, address=(LOCAL, 0), admin_address=None)
             await service.start()
             try:
-                out.append(await round_(service, root.cert_pem, requests, seconds, label))
+                out.append(await round_(service, root.cert_pem, bodies, reuse, seconds, label, api_pid, profile))
             finally:
                 await service.close()
     finally:
         await kube.close()
-    out.append({"sign_leaf_us": round(sign_cost(issuer), 1)})
+    out.append(sign_cost(issuer))
     a_id, b_id = workload_identity("web", NAMESPACE), workload_identity("vote-bot", NAMESPACE)
     a, b = issue_leaf(issuer, a_id, now=now()), issue_leaf(issuer, b_id, now=now())
     chain = issuer.cert_pem
@@ -290,8 +355,12 @@ def main() -> None:
                ISTHMUS_FIRST_CLUSTER_NUMBER="232")
     subprocess.run([ISTHMUS, "cluster", "create", "bench", "--region", "bench1", "--nodes", "1"], env=env,
                    check=True, capture_output=True)
+    api_pid = int((home / "clusters" / "bench" / "apiserver.pid").read_text())
+    profile = Path(os.environ["ISTHMUS_BENCH_PROFILE"]) if os.environ.get("ISTHMUS_BENCH_PROFILE") else None
+    if profile is not None:
+        profile.mkdir(parents=True, exist_ok=True)
     try:
-        for result in uvloop.run(bench(home / "kubeconfig", env, args.clients, args.seconds)):
+        for result in uvloop.run(bench(home / "kubeconfig", env, api_pid, args.clients, args.seconds, profile)):
             print(json.dumps(result))
         print(json.dumps({"machine": f"{platform.machine()}, {os.cpu_count()} cores, "
                                      f"Python {platform.python_version()}"}))

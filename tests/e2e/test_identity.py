@@ -291,6 +291,39 @@ async def test_refusals_say_why(workloads: Workloads) -> None:
         assert r.status == 405 and "POST /v1/certify" in (await r.json())["error"]
 
 
+async def test_a_token_is_reviewed_by_the_cluster_once_then_answered_from_the_cache(
+        workloads: Workloads) -> None:
+    svc = workloads.service
+    web = workloads.identity("web")
+    token = workloads.token("web")
+    for _ in range(2):
+        status, body = await certify(svc, {"identity": web, "token": token, "csr": csr(sans=[x509.DNSName(web)])})
+        assert status == 200, body
+    for _ in range(2):  # refusals are asked about every time
+        status, body = await certify(svc, {"identity": web, "token": "garbage",
+                                           "csr": csr(sans=[x509.DNSName(web)])})
+        assert status == 401
+    status, text = await get(svc.admin_url + "/metrics")
+    assert status == 200
+    lines = set(text.splitlines())
+    assert 'identity_token_review_total{source="api"} 3' in lines
+    assert 'identity_token_review_total{source="cache"} 1' in lines
+
+
+async def test_the_reviewer_asks_for_the_audiences_it_is_given(
+        workloads: Workloads, kube: AsyncClient) -> None:
+    review = lightkube_token_reviewer(kube, audiences=["isthmus-identity"])
+    default_token = workloads.token("web")
+    result = await review(default_token)
+    assert not result.authenticated
+    assert "do not match isthmus-identity" in result.error
+    bound = workloads.west.kubectl("-n", workloads.ns, "create", "token", "web",
+                                   "--audience", "isthmus-identity").stdout.strip()
+    result = await review(bound)
+    assert result.authenticated and result.username == f"system:serviceaccount:{workloads.ns}:web"
+    assert (await lightkube_token_reviewer(kube)(bound)).authenticated is False  # not for the API server
+
+
 async def test_token_review_unreachable_is_503(west: Cluster) -> None:
     with contextlib.closing(socket.socket()) as s:
         s.bind((LOCAL, 0))

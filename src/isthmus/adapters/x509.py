@@ -64,6 +64,8 @@ __all__ = [
     "CSRInfo",
     "CertificateDescription",
     "Credentials",
+    "LeafSigner",
+    "SignedLeaf",
     "X509Error",
     "cert_pem",
     "check_ca",
@@ -236,7 +238,12 @@ def check_ca(cert: x509.Certificate, *, now: datetime, what: str = "the CA") -> 
     That is: BasicConstraints with CA true, a KeyUsage (if any) allowing
     certificate signing, and ``now`` within its validity period.
     """
-    now = _utc(now)
+    _check_ca_constraints(cert, what=what)
+    _check_validity(cert, now=_utc(now), what=f"{what} certificate")
+
+
+def _check_ca_constraints(cert: x509.Certificate, *, what: str) -> None:
+    """`check_ca` without the validity period: the certificate's extensions let it sign certificates."""
     try:
         bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound:
@@ -252,7 +259,6 @@ def check_ca(cert: x509.Certificate, *, now: datetime, what: str = "the CA") -> 
     if ku is not None and not ku.key_cert_sign:
         raise X509Error(f"{what} certificate ({_subject(cert)}) may not sign certificates "
                         f"(its KeyUsage lacks keyCertSign)")
-    _check_validity(cert, now=now, what=f"{what} certificate")
 
 
 def _check_validity(cert: x509.Certificate, *, now: datetime, what: str) -> None:
@@ -415,10 +421,85 @@ def read_csr(pem: bytes) -> CSRInfo:
     )
 
 
-def _leaf_key_usage() -> x509.KeyUsage:
-    return x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                         data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                         crl_sign=False, encipher_only=False, decipher_only=False)
+_LEAF_KEY_USAGE = x509.KeyUsage(
+    digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
+    key_agreement=False, key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False)
+_LEAF_BASIC_CONSTRAINTS = x509.BasicConstraints(ca=False, path_length=None)
+_LEAF_EXTENDED_KEY_USAGE = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                                  ExtendedKeyUsageOID.CLIENT_AUTH])
+
+
+@dataclass(frozen=True)
+class SignedLeaf:
+    """A leaf `LeafSigner.sign` made: the PEM certificate and the end of its validity."""
+
+    cert_pem: bytes
+    not_after: datetime
+
+
+class LeafSigner:
+    """Signs workload leaves with one issuer, parsed and checked once rather than per leaf.
+
+    The issuer's certificate and key are loaded, matched and checked to be a
+    CA when the signer is made (`X509Error` otherwise); each `sign` only checks
+    that the issuer is valid at ``now``. `sign` takes a CSR already read by
+    `read_csr`, so a caller that checks the CSR's names before signing parses
+    it and verifies its signature once. The leaves are the ones `sign_leaf`
+    describes.
+    """
+
+    def __init__(self, issuer: Credentials, *, lifetime: timedelta = LEAF_LIFETIME,
+                 skew: timedelta = CLOCK_SKEW) -> None:
+        _positive(lifetime, "the leaf lifetime")
+        cert, key = load_credentials(issuer.cert_pem, issuer.key_pem, what="the issuer")
+        _check_ca_constraints(cert, what="the issuer")
+        self.certificate = cert
+        self._key = key
+        self._aki = _aki(cert)
+        self._lifetime = lifetime
+        self._skew = skew
+
+    def __repr__(self) -> str:
+        return f"<LeafSigner issuer={_subject(self.certificate)}>"
+
+    def sign(self, csr: CSRInfo, *, dns_name: str, now: datetime) -> SignedLeaf:
+        """A leaf for the CSR's key whose only name is ``dns_name``.
+
+        `X509Error` if the CSR's signature is not valid, its key is not ECDSA
+        P-256, ``dns_name`` is not a DNS name, or the issuer is not valid at ``now``.
+        """
+        now = _utc(now)
+        issuer = self.certificate
+        _check_validity(issuer, now=now, what="the issuer certificate")
+        if not csr.signature_valid:
+            raise X509Error("the certificate signing request's signature is not valid")
+        public_key = csr.public_key
+        if not isinstance(public_key, ec.EllipticCurvePublicKey) or not isinstance(
+                public_key.curve, _CURVE):
+            raise X509Error(f"the certificate signing request has a {csr.key_type} key; "
+                            f"the mesh uses ECDSA P-256 keys")
+        try:
+            san = x509.SubjectAlternativeName([x509.DNSName(dns_name)])
+        except ValueError as e:
+            raise X509Error(f"invalid DNS name {dns_name!r}: {e}") from e
+        not_before = max(now - self._skew, issuer.not_valid_before_utc)
+        not_after = min(now + self._lifetime, issuer.not_valid_after_utc)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([])).issuer_name(issuer.subject)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_before)
+            .not_valid_after(not_after)
+            .add_extension(_LEAF_BASIC_CONSTRAINTS, critical=True)
+            .add_extension(_LEAF_KEY_USAGE, critical=True)
+            .add_extension(_LEAF_EXTENDED_KEY_USAGE, critical=False)
+            .add_extension(san, critical=True)
+            .add_extension(self._aki, critical=False)
+            .sign(self._key, hashes.SHA256())
+        )
+        # X.509 times have whole seconds: what the certificate says, not the datetime asked for.
+        return SignedLeaf(cert_pem(cert), not_after.replace(microsecond=0))
 
 
 def sign_leaf(issuer: Credentials, csr_pem: bytes, *, dns_name: str, now: datetime,
@@ -436,42 +517,11 @@ def sign_leaf(issuer: Credentials, csr_pem: bytes, *, dns_name: str, now: dateti
 
     `X509Error` if the CSR cannot be parsed, its signature is not valid, its
     key is not ECDSA P-256, or ``issuer`` is not a CA valid at ``now`` whose
-    key matches its certificate.
+    key matches its certificate. For many leaves from one issuer, use a `LeafSigner`.
     """
-    _positive(lifetime, "the leaf lifetime")
-    now = _utc(now)
-    issuer_cert, issuer_key = load_credentials(issuer.cert_pem, issuer.key_pem, what="the issuer")
-    check_ca(issuer_cert, now=now, what="the issuer")
-    info = read_csr(csr_pem)
-    if not info.signature_valid:
-        raise X509Error("the certificate signing request's signature is not valid")
-    public_key = info.public_key
-    if not isinstance(public_key, ec.EllipticCurvePublicKey) or not isinstance(
-            public_key.curve, _CURVE):
-        raise X509Error(f"the certificate signing request has a {info.key_type} key; "
-                        f"the mesh uses ECDSA P-256 keys")
-    try:
-        san = x509.SubjectAlternativeName([x509.DNSName(dns_name)])
-    except ValueError as e:
-        raise X509Error(f"invalid DNS name {dns_name!r}: {e}") from e
-    not_before = max(now - skew, issuer_cert.not_valid_before_utc)
-    not_after = min(now + lifetime, issuer_cert.not_valid_after_utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([])).issuer_name(issuer_cert.subject)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_leaf_key_usage(), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
-                                              ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(san, critical=True)
-        .add_extension(_aki(issuer_cert), critical=False)
-        .sign(issuer_key, hashes.SHA256())
-    )
-    return cert_pem(cert)
+    signer = LeafSigner(issuer, lifetime=lifetime, skew=skew)
+    _check_validity(signer.certificate, now=_utc(now), what="the issuer certificate")
+    return signer.sign(read_csr(csr_pem), dns_name=dns_name, now=now).cert_pem
 
 
 def issue_leaf(issuer: Credentials, dns_name: str, *, now: datetime,

@@ -1,13 +1,16 @@
 """The identity service's metrics, rendered in the Prometheus text format (version 0.0.4).
 
-A tiny counter and histogram, enough for the service's three series:
+A tiny counter and histogram, enough for the service's four series:
 
 - `identity_cert_issued_total` — certificates signed;
 - `identity_cert_refused_total{reason}` — refusals, by one of the fixed
   `REFUSAL_REASONS` (every label value is always exported, from 0, so a
   dashboard never sees a series appear out of nowhere);
 - `identity_cert_sign_latency_seconds` — histogram of the time from a request's
-  arrival to its signed certificate (validation, TokenReview, signing).
+  arrival to its signed certificate (validation, TokenReview, signing);
+- `identity_token_review_total{source}` — tokens checked, by where the answer
+  came from: `api` (a TokenReview the cluster API answered) or `cache` (a
+  successful review of the same token a few seconds before).
 
 Updates are plain attribute arithmetic on the event loop's thread, so they
 cost nanoseconds on the signing path; rendering happens only on scrape.
@@ -23,6 +26,9 @@ RefusalReason = Literal["bad_request", "bad_csr", "unauthenticated", "wrong_iden
                         "review_unavailable"]
 REFUSAL_REASONS: tuple[RefusalReason, ...] = ("bad_request", "bad_csr", "unauthenticated",
                                               "wrong_identity", "review_unavailable")
+
+ReviewSource = Literal["api", "cache"]
+REVIEW_SOURCES: tuple[ReviewSource, ...] = ("api", "cache")
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -105,9 +111,13 @@ class IdentityMetrics:
         self.sign_latency = Histogram(
             "identity_cert_sign_latency_seconds",
             "Seconds from a certificate request's arrival to its signed certificate.")
+        self.token_reviews = Counter("identity_token_review_total",
+                                     "Tokens checked, by where the answer came from (cluster API or cache).",
+                                     label="source", values=REVIEW_SOURCES)
 
     def render(self) -> str:
-        lines = [*self.issued.render(), *self.refused.render(), *self.sign_latency.render()]
+        lines = [*self.issued.render(), *self.refused.render(), *self.sign_latency.render(),
+                 *self.token_reviews.render()]
         return "\n".join(lines) + "\n"
 
     def __repr__(self) -> str:

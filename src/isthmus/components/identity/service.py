@@ -3,7 +3,10 @@
 `POST /v1/certify` takes `{"identity", "token", "csr"}`: the workload identity
 asked for, a service-account token, and a PEM CSR. The token is checked through
 the cluster API's TokenReview (the `token_reviewer` injected; see
-`lightkube_token_reviewer`); the identity it proves,
+`reviews.lightkube_token_reviewer`); a successful review is remembered for
+10 s (`review_cache_ttl`, as kube-apiserver remembers the tokens it
+authenticates; see `reviews.ReviewCache`), a failed one not at all. The
+identity it proves,
 `workload_identity(sa, ns, trust_domain)` of `system:serviceaccount:NS:SA`,
 must be the identity asked for, and the CSR must name exactly that identity.
 The answer is a 24 h leaf (backdated 20 s for clock skew) signed by the issuer:
@@ -16,7 +19,7 @@ Promises:
   reason), 403 (the token proves another identity: both are named) or 503
   (TokenReview could not be asked); cheap checks come first, so a malformed
   request never costs a TokenReview;
-- tokens are never logged;
+- tokens are never logged, and the review cache holds only their SHA-256;
 - the service speaks TLS 1.3 with its own leaf,
   `isthmus-identity.isthmus.serviceaccount.identity.isthmus.<td>`, from the
   issuer (chain leaf + issuer), re-issued at 70% of its life and whenever the
@@ -34,7 +37,6 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -42,21 +44,31 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from cryptography.hazmat.primitives import serialization
-from lightkube import ApiError, AsyncClient
-from lightkube.models.authentication_v1 import TokenReviewSpec
-from lightkube.resources.authentication_v1 import TokenReview
 
 from isthmus.adapters.x509 import (
     Credentials,
+    LeafSigner,
     X509Error,
     issue_leaf,
     load_certificates,
     read_csr,
-    sign_leaf,
     verify_chain,
 )
 from isthmus.components.identity.client import service_identity
 from isthmus.components.identity.metrics import IdentityMetrics, RefusalReason
+from isthmus.components.identity.reviews import (
+    REVIEW_CACHE_SIZE,
+    REVIEW_CACHE_TTL,
+    ReviewCache,
+    TokenReviewer,
+    TokenReviewUnavailable,
+)
+from isthmus.components.identity.reviews import (
+    TokenReviewResult as TokenReviewResult,  # re-exported
+)
+from isthmus.components.identity.reviews import (
+    lightkube_token_reviewer as lightkube_token_reviewer,  # re-exported
+)
 from isthmus.components.identity.tlsconfig import server_context, use_credentials
 from isthmus.core.identity import (
     check_csr_names,
@@ -70,45 +82,6 @@ log = logging.getLogger("isthmus.identity")
 REVIEW_TIMEOUT = 10.0
 MAX_BODY = 64 * 1024
 _SA_PREFIX = "system:serviceaccount:"
-
-
-@dataclass(frozen=True)
-class TokenReviewResult:
-    """What the cluster API said of a token: authenticated as `username`, or not, because of `error`."""
-
-    authenticated: bool
-    username: str = ""
-    error: str = ""
-
-
-class TokenReviewUnavailable(Exception):
-    """The cluster API could not be asked (unreachable, timed out, or refused the review itself)."""
-
-
-TokenReviewer = Callable[[str], Awaitable[TokenReviewResult]]
-
-
-def lightkube_token_reviewer(client: AsyncClient, *,
-                             audiences: list[str] | None = None) -> TokenReviewer:
-    """A token reviewer that creates an `authentication.k8s.io/v1` TokenReview through `client`."""
-
-    async def review(token: str) -> TokenReviewResult:
-        request = TokenReview(spec=TokenReviewSpec(token=token, audiences=audiences))
-        try:
-            answer = await client.create(request)
-        except ApiError as e:
-            raise TokenReviewUnavailable(
-                f"the cluster API refused the TokenReview ({e.status.code}: {e.status.message})") from None
-        except Exception as e:  # any transport failure: the API gave no answer
-            raise TokenReviewUnavailable(
-                f"the cluster API could not be reached ({type(e).__name__}: {e})") from None
-        status = answer.status
-        if status is None:
-            return TokenReviewResult(False, error="the TokenReview came back without a status")
-        username = (status.user.username if status.user else None) or ""
-        return TokenReviewResult(bool(status.authenticated), username, status.error or "")
-
-    return review
 
 
 class IdentityServiceError(Exception):
@@ -148,17 +121,24 @@ class IdentityService:
                  token_reviewer: TokenReviewer, clock: Callable[[], datetime],
                  address: tuple[str, int], admin_address: tuple[str, int] | None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 review_timeout: float = REVIEW_TIMEOUT) -> None:
+                 review_timeout: float = REVIEW_TIMEOUT,
+                 review_cache_ttl: float = REVIEW_CACHE_TTL,
+                 review_cache_size: int = REVIEW_CACHE_SIZE,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        """`review_cache_ttl` 0 asks the cluster API about every token; `monotonic` times the cache."""
         self.trust_domain = trust_domain
         self.identity = service_identity(trust_domain)
         self.metrics = IdentityMetrics()
         self._review = token_reviewer
+        self._reviews = (ReviewCache(clock=monotonic, ttl=review_cache_ttl, max_entries=review_cache_size)
+                         if review_cache_ttl > 0 else None)
         self._clock = clock
         self._sleep = sleep
         self._review_timeout = review_timeout
         self._address = address
         self._admin_address = admin_address
         self._issuer = issuer
+        self._signer = self._new_signer(issuer)
         self._anchors = trust_anchors_pem
         self._chain_pems = self._split(issuer.cert_pem)
         self._ctx: ssl.SSLContext | None = None
@@ -222,13 +202,14 @@ class IdentityService:
 
     def update_issuer(self, issuer: Credentials, trust_anchors_pem: bytes) -> None:
         """Sign with `issuer` from now on (issuer or anchor rotation); the own leaf is re-issued at once."""
-        old = (self._issuer, self._anchors, self._chain_pems)
-        self._issuer, self._anchors = issuer, trust_anchors_pem
+        signer = self._new_signer(issuer)
+        old = (self._issuer, self._signer, self._anchors, self._chain_pems)
+        self._issuer, self._signer, self._anchors = issuer, signer, trust_anchors_pem
         self._chain_pems = self._split(issuer.cert_pem)
         try:
             creds = self._own_credentials()
-        except IdentityServiceError:
-            self._issuer, self._anchors, self._chain_pems = old
+        except (IdentityServiceError, X509Error):
+            self._issuer, self._signer, self._anchors, self._chain_pems = old
             raise
         if self._ctx is not None:
             use_credentials(self._ctx, creds)
@@ -238,6 +219,13 @@ class IdentityService:
         return f"<IdentityService {self.trust_domain} {state} {self.metrics!r}>"
 
     # ------------------------------------------------------------------ own leaf
+
+    @staticmethod
+    def _new_signer(issuer: Credentials) -> LeafSigner:
+        try:
+            return LeafSigner(issuer)
+        except X509Error as e:
+            raise IdentityServiceError(f"the issuer cannot sign workload certificates: {e}") from None
 
     @staticmethod
     def _split(pem: bytes) -> list[str]:
@@ -317,12 +305,24 @@ class IdentityService:
             raise _Refusal(403, "wrong_identity",
                            f"The token proves the identity {proven}, not the requested {identity}; "
                            f"ask for {proven} or use the token of the service account for {identity}.")
+        signer, chain = self._signer, self._chain_pems  # one issuer for both, even across update_issuer
         try:
-            leaf = sign_leaf(self._issuer, csr, dns_name=identity, now=self._clock())
+            leaf = signer.sign(info, dns_name=identity, now=self._clock())
         except X509Error as e:
             raise _Refusal(400, "bad_csr", f"The CSR cannot be signed: {e}") from None
-        expiry = load_certificates(leaf)[0].not_valid_after_utc
-        return {"leaf": leaf.decode(), "chain": self._chain_pems, "expiry": _rfc3339(expiry)}
+        return {"leaf": leaf.cert_pem.decode(), "chain": chain, "expiry": _rfc3339(leaf.not_after)}
+
+    async def _ask(self, token: str) -> TokenReviewResult:
+        try:
+            async with asyncio.timeout(self._review_timeout):
+                return await self._review(token)
+        except TokenReviewUnavailable as e:
+            raise _Refusal(503, "review_unavailable",
+                           f"The token cannot be checked now: {e}; retry later.") from None
+        except TimeoutError:
+            raise _Refusal(503, "review_unavailable",
+                           f"The token cannot be checked now: the cluster API did not answer the "
+                           f"TokenReview within {self._review_timeout:g} s; retry later.") from None
 
     def _parse(self, raw: bytes) -> tuple[str, str, bytes]:
         usage = 'send a JSON object {"identity": NAME, "token": SERVICE-ACCOUNT-TOKEN, "csr": PEM}'
@@ -349,16 +349,14 @@ class IdentityService:
         return identity, body["token"], body["csr"].encode()
 
     async def _proven_identity(self, token: str, requested: str) -> str:
-        try:
-            async with asyncio.timeout(self._review_timeout):
-                result = await self._review(token)
-        except TokenReviewUnavailable as e:
-            raise _Refusal(503, "review_unavailable",
-                           f"The token cannot be checked now: {e}; retry later.") from None
-        except TimeoutError:
-            raise _Refusal(503, "review_unavailable",
-                           f"The token cannot be checked now: the cluster API did not answer the "
-                           f"TokenReview within {self._review_timeout:g} s; retry later.") from None
+        result = self._reviews.get(token) if self._reviews is not None else None
+        if result is not None:
+            self.metrics.token_reviews.inc("cache")
+        else:
+            result = await self._ask(token)
+            self.metrics.token_reviews.inc("api")
+            if self._reviews is not None:
+                self._reviews.put(token, result)  # kept only if the token was authenticated
         if not result.authenticated:
             raise _Refusal(401, "unauthenticated",
                            f"The token is not authenticated: {result.error or 'no reason given'}.")

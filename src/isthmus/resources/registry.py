@@ -93,6 +93,12 @@ BUILTIN: tuple[ResourceType, ...] = (
                  definition="io.k8s.api.rbac.v1.ClusterRole"),
     ResourceType("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False,
                  definition="io.k8s.api.rbac.v1.ClusterRoleBinding"),
+    ResourceType("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations",
+                 "MutatingWebhookConfiguration", False, categories=("api-extensions",),
+                 definition="io.k8s.api.admissionregistration.v1.MutatingWebhookConfiguration"),
+    ResourceType("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations",
+                 "ValidatingWebhookConfiguration", False, categories=("api-extensions",),
+                 definition="io.k8s.api.admissionregistration.v1.ValidatingWebhookConfiguration"),
 )
 
 # Resources that are only ever created (reviews): served, never stored.

@@ -53,7 +53,8 @@ def test_index_lists_every_group_version() -> None:
     assert set(index["paths"]) == expected
     assert {"api/v1", "apis/apps/v1", "apis/mesh.isthmus.dev/v1alpha1", "apis/coordination.k8s.io/v1",
             "apis/rbac.authorization.k8s.io/v1", "apis/apiextensions.k8s.io/v1",
-            "apis/authentication.k8s.io/v1", "apis/authorization.k8s.io/v1"} == expected
+            "apis/authentication.k8s.io/v1", "apis/authorization.k8s.io/v1",
+            "apis/admissionregistration.k8s.io/v1"} == expected
     url = index["paths"]["apis/apps/v1"]["serverRelativeURL"]
     assert re.fullmatch(r"/openapi/v3/apis/apps/v1\?hash=[0-9A-F]{128}", url)
     assert url.endswith(document_hash(openapi_v3_document(reg, "apps", "v1")))

@@ -30,6 +30,7 @@ from isthmus.resources import openapi, tables
 from isthmus.resources.registry import ResourceType, UnknownResource
 
 from . import discovery, errors
+from .admission import request_options
 from .auth import AuthenticationFailed
 from .context import (
     JSON,
@@ -197,23 +198,39 @@ class ApiServer(Subresources):
             return self._list(request, rt, info)
         if verb == "watch":
             return await self._watch(request, rt, info)
+        admission = self.ctx.admission
         if verb == "create":
             body = await read_body(request)
-            return self._written(request, rt, objs.create(rt, info.namespace, body, field_validation=field_validation,
-                                                          dry_run=dry_run), 201)
+            if admission is not None:
+                result = await admission.create(rt, info.namespace, body, user=user, field_validation=field_validation,
+                                                dry_run=dry_run, options=request_options("CreateOptions", q))
+            else:
+                result = objs.create(rt, info.namespace, body, field_validation=field_validation, dry_run=dry_run)
+            return self._written(request, rt, result, 201)
         if verb == "update":
             body = await read_body(request)
-            return self._written(request, rt, objs.update(rt, info.namespace, info.name, body,
-                                                          subresource=info.subresource,
-                                                          field_validation=field_validation, dry_run=dry_run))
+            if admission is not None:
+                result = await admission.update(rt, info.namespace, info.name, body, subresource=info.subresource,
+                                                user=user, field_validation=field_validation, dry_run=dry_run,
+                                                options=request_options("UpdateOptions", q))
+            else:
+                result = objs.update(rt, info.namespace, info.name, body, subresource=info.subresource,
+                                     field_validation=field_validation, dry_run=dry_run)
+            return self._written(request, rt, result)
         if verb == "patch":
             ctype = request.content_type
             if ctype not in PATCH_TYPES:
                 raise errors.unsupported_media_type(ctype, PATCH_TYPES)
             raw = await request.read()
-            return self._written(request, rt, objs.patch(rt, info.namespace, info.name, ctype, raw,
-                                                         subresource=info.subresource,
-                                                         field_validation=field_validation, dry_run=dry_run))
+            if admission is not None:
+                result = await admission.patch(rt, info.namespace, info.name, ctype, raw,
+                                               subresource=info.subresource, user=user,
+                                               field_validation=field_validation, dry_run=dry_run,
+                                               options=request_options("UpdateOptions", q))
+            else:
+                result = objs.patch(rt, info.namespace, info.name, ctype, raw, subresource=info.subresource,
+                                    field_validation=field_validation, dry_run=dry_run)
+            return self._written(request, rt, result)
         if verb == "delete":
             opts = await self._delete_options(request)
             pre = opts.get("preconditions") or {}

@@ -14,6 +14,7 @@ from aiohttp import web
 from isthmus.resources import openapi, protobuf
 
 from . import errors
+from .admission import Admission
 from .auth import Authenticator, Authorizer
 from .objects import Objects
 from .tokens import TokenIssuer
@@ -39,6 +40,8 @@ class ApiContext:
     watch_coalesce: float = 0.01  # seconds a watch waits after an event for more to send with it
     # A container's log as `kubectl logs` shows it (the pod runner's `logs`); None without a pod runner.
     pod_logs: Callable[..., AsyncIterator[bytes]] | None = None
+    # Admission webhooks; None writes without them.
+    admission: Admission | None = None
 
 
 def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None,

@@ -49,6 +49,39 @@ class WriteResult:
     created: bool = False
 
 
+PATCH_ATTEMPTS = 5  # a patch is applied again to the newest object this often when another write intervenes
+
+
+@dataclass
+class PendingCreate:
+    """A create between its phases: the object as it stands and the warnings so far."""
+
+    rt: ResourceType
+    namespace: str
+    obj: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PendingUpdate:
+    """An update or patch between its phases: the stored record and the new object as it stands."""
+
+    rt: ResourceType
+    namespace: str
+    name: str
+    cur: Record
+    new: dict[str, Any]
+    subresource: str = ""
+    warnings: list[str] = field(default_factory=list)
+    retryable: bool = False  # a patch: on a conflict, apply it again to the newest object
+
+    def may_retry(self, e: ApiError, dry_run: bool) -> bool:
+        """Whether a failed store of this patch should start over from the newest object."""
+        patched_rv = (self.new.get("metadata") or {}).get("resourceVersion")
+        return (self.retryable and e.reason == "Conflict" and not dry_run
+                and patched_rv in (None, "", str(self.cur.rev)))
+
+
 class Objects:
     def __init__(self, *, store: Store, registry: Registry, clock: Callable[[], dt.datetime],
                  allocators: strategies.Allocators, on_crd_change: Callable[[], None] = lambda: None) -> None:
@@ -141,9 +174,21 @@ class Objects:
         obj["apiVersion"], obj["kind"] = rt.api_version, rt.kind
 
     # -- create ------------------------------------------------------------------
+    #
+    # A create runs in phases so that admission webhooks (components/apiserver/
+    # admission.py) can be called between them, as in kube-apiserver: `begin_create`
+    # decodes and schema-checks the object (mutating webhooks see it then),
+    # `complete_create` sets metadata and runs the kind's strategy (validating
+    # webhooks see the result), `store_create` writes it. `create` runs all three.
 
     def create(self, rt: ResourceType, namespace: str, obj: Any, *, field_validation: str = "Warn",
                dry_run: bool = False) -> WriteResult:
+        pending = self.begin_create(rt, namespace, obj, field_validation=field_validation)
+        self.complete_create(pending)
+        return self.store_create(pending, dry_run=dry_run)
+
+    def begin_create(self, rt: ResourceType, namespace: str, obj: Any, *,
+                     field_validation: str = "Warn") -> PendingCreate:
         self._check_kind(rt, obj)
         self._require_namespace(rt, namespace)
         meta = obj.setdefault("metadata", {})
@@ -156,10 +201,15 @@ class Objects:
             meta["namespace"] = namespace
         else:
             meta.pop("namespace", None)
+        obj, warnings = self._validate(rt, obj, field_validation)
+        return PendingCreate(rt, namespace, obj, warnings)
+
+    def complete_create(self, p: PendingCreate) -> None:
+        """Metadata, defaults, allocation and validation of the kind, in place; raises 422 on invalid objects."""
+        rt, obj = p.rt, p.obj
+        meta = obj["metadata"]
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
-        obj, warnings = self._validate(rt, obj, field_validation)
-        meta = obj["metadata"]
         for k in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields"):
             meta.pop(k, None)
         meta["uid"] = str(uuid.uuid4())
@@ -170,19 +220,27 @@ class Objects:
         if causes:
             self._release(rt, obj)
             raise invalid(rt.kind, rt.group, meta.get("name", ""), causes)
-        key = self.key(rt, namespace, meta["name"])
+
+    def abandon_create(self, p: PendingCreate) -> None:
+        """Give back what `complete_create` allocated for an object that will not be stored."""
+        self._release(p.rt, p.obj)
+
+    def store_create(self, p: PendingCreate, *, dry_run: bool = False) -> WriteResult:
+        rt, obj = p.rt, p.obj
+        meta = obj["metadata"]
+        key = self.key(rt, p.namespace, meta["name"])
         if dry_run:
+            self._release(rt, obj)
             if self.store.get(key) is not None:
                 raise already_exists(rt.plural, rt.group, meta["name"])
-            self._release(rt, obj)
-            return WriteResult(obj, warnings, created=True)
+            return WriteResult(obj, p.warnings, created=True)
         try:
             rec = self.store.create(key, obj)
         except AlreadyExists:
             self._release(rt, obj)
             raise already_exists(rt.plural, rt.group, meta["name"]) from None
         self._after_create(rt, rec)
-        return WriteResult(self._served(rt, rec.obj()), warnings, created=True)
+        return WriteResult(self._served(rt, rec.obj()), p.warnings, created=True)
 
     def _release(self, rt: ResourceType, obj: dict[str, Any]) -> None:
         if rt.group == "" and rt.plural == "services":
@@ -200,9 +258,19 @@ class Objects:
             self._on_crd_change()
 
     # -- update and patch --------------------------------------------------------
+    #
+    # In phases too: `begin_update` / `begin_patch` give the new object as the
+    # client asked for it (mutating webhooks see it then), `complete_update`
+    # validates it and runs the kind's strategy, `store_update` writes it.
 
     def update(self, rt: ResourceType, namespace: str, name: str, obj: Any, *, subresource: str = "",
                field_validation: str = "Warn", dry_run: bool = False) -> WriteResult:
+        pending = self.begin_update(rt, namespace, name, obj, subresource=subresource)
+        self.complete_update(pending, field_validation=field_validation)
+        return self.store_update(pending, dry_run=dry_run)
+
+    def begin_update(self, rt: ResourceType, namespace: str, name: str, obj: Any, *,
+                     subresource: str = "") -> PendingUpdate:
         self._check_kind(rt, obj)
         meta = obj.get("metadata") or {}
         if meta.get("name") and meta["name"] != name:
@@ -213,49 +281,58 @@ class Objects:
         expected = meta.get("resourceVersion")
         if expected not in (None, "") and str(expected) != str(cur.rev):
             raise conflict(rt.plural, rt.group, name)
-        return self._write_update(rt, namespace, name, cur, obj, subresource=subresource,
-                                  field_validation=field_validation, dry_run=dry_run)
+        return PendingUpdate(rt, namespace, name, cur, obj, subresource)
+
+    @staticmethod
+    def decode_patch(body: bytes) -> Any:
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as e:
+            raise bad_request(f"the patch is not valid JSON: {e}") from None
 
     def patch(self, rt: ResourceType, namespace: str, name: str, content_type: str, body: bytes, *,
               subresource: str = "", field_validation: str = "Warn", dry_run: bool = False) -> WriteResult:
-        try:
-            patch_doc = orjson.loads(body)
-        except orjson.JSONDecodeError as e:
-            raise bad_request(f"the patch is not valid JSON: {e}") from None
-        for _attempt in range(5):
-            cur = self.record(rt, namespace, name)
-            obj = cur.obj()
+        patch_doc = self.decode_patch(body)
+        for _attempt in range(PATCH_ATTEMPTS):
+            pending = self.begin_patch(rt, namespace, name, content_type, patch_doc, subresource=subresource)
             try:
-                if content_type == MERGE_PATCH:
-                    new = patching.merge_patch(obj, patch_doc)
-                elif content_type == JSON_PATCH:
-                    new = patching.json_patch(obj, patch_doc)
-                else:  # strategic
-                    if rt.is_custom:
-                        raise ApiError(415, "UnsupportedMediaType",
-                                       "strategic merge patch is not supported for custom resources; "
-                                       "use --type=merge or --type=json")
-                    new = patching.strategic_merge_patch(obj, patch_doc, schemas.patch_meta_for(rt))
-            except patching.PatchError as e:
-                raise ApiError(422, "Invalid", f"the patch could not be applied: {e}") from None
-            if not isinstance(new, dict):
-                raise ApiError(422, "Invalid", "the patch could not be applied: the result is not an object")
-            patched_rv = (new.get("metadata") or {}).get("resourceVersion")
-            if patched_rv not in (None, "", str(cur.rev)):
-                raise conflict(rt.plural, rt.group, name)
-            try:
-                return self._write_update(rt, namespace, name, cur, new, subresource=subresource,
-                                          field_validation=field_validation, dry_run=dry_run)
+                self.complete_update(pending, field_validation=field_validation)
+                return self.store_update(pending, dry_run=dry_run)
             except ApiError as e:
-                if e.reason == "Conflict" and patched_rv in (None, "", str(cur.rev)) and not dry_run:
+                if pending.may_retry(e, dry_run):
                     continue
                 raise
         raise conflict(rt.plural, rt.group, name)
 
-    def _write_update(self, rt: ResourceType, namespace: str, name: str, cur: Record, new: dict[str, Any], *,
-                      subresource: str, field_validation: str, dry_run: bool) -> WriteResult:
-        old = cur.obj()
-        new = copy.deepcopy(new)
+    def begin_patch(self, rt: ResourceType, namespace: str, name: str, content_type: str, patch_doc: Any, *,
+                    subresource: str = "") -> PendingUpdate:
+        """The stored object with the patch applied (one attempt: a conflict on store means begin again)."""
+        cur = self.record(rt, namespace, name)
+        obj = cur.obj()
+        try:
+            if content_type == MERGE_PATCH:
+                new = patching.merge_patch(obj, patch_doc)
+            elif content_type == JSON_PATCH:
+                new = patching.json_patch(obj, patch_doc)
+            else:  # strategic
+                if rt.is_custom:
+                    raise ApiError(415, "UnsupportedMediaType",
+                                   "strategic merge patch is not supported for custom resources; "
+                                   "use --type=merge or --type=json")
+                new = patching.strategic_merge_patch(obj, patch_doc, schemas.patch_meta_for(rt))
+        except patching.PatchError as e:
+            raise ApiError(422, "Invalid", f"the patch could not be applied: {e}") from None
+        if not isinstance(new, dict):
+            raise ApiError(422, "Invalid", "the patch could not be applied: the result is not an object")
+        patched_rv = (new.get("metadata") or {}).get("resourceVersion")
+        if patched_rv not in (None, "", str(cur.rev)):
+            raise conflict(rt.plural, rt.group, name)
+        return PendingUpdate(rt, namespace, name, cur, new, subresource, retryable=True)
+
+    def complete_update(self, p: PendingUpdate, *, field_validation: str = "Warn") -> None:
+        """Validate the new object and run the kind's strategy; `p.new` becomes the object to store."""
+        rt, old = p.rt, p.cur.obj()
+        new = copy.deepcopy(p.new)
         new["apiVersion"], new["kind"] = old["apiVersion"], old["kind"]
         new, warnings = self._validate(rt, new, field_validation)
         meta = new.setdefault("metadata", {})
@@ -266,7 +343,7 @@ class Objects:
             else:
                 meta.pop(k, None)
         meta.pop("managedFields", None)
-        if subresource == "status":
+        if p.subresource == "status":
             # Only the status moves; everything else stays as stored.
             new = {**old, "status": new.get("status", {})}
         elif "status" in rt.subresources:
@@ -274,14 +351,29 @@ class Objects:
                 new["status"] = old["status"]
             else:
                 new.pop("status", None)
-        causes = strategies.on_update(rt, old, new, self._alloc) if subresource != "status" else []
+        causes = strategies.on_update(rt, old, new, self._alloc) if p.subresource != "status" else []
         if causes:
-            raise invalid(rt.kind, rt.group, name, causes)
+            raise invalid(rt.kind, rt.group, p.name, causes)
+        p.new, p.warnings = new, p.warnings + warnings
+
+    def abandon_update(self, p: PendingUpdate) -> None:
+        """Give back an address `complete_update` allocated for an update that will not be stored."""
+        if p.rt.group == "" and p.rt.plural == "services":
+            def ingress(o: dict[str, Any]) -> set[str]:
+                return {i.get("ip", "") for i in ((o.get("status") or {}).get("loadBalancer") or {}).get("ingress")
+                        or []}
+            for ip in ingress(p.new) - ingress(p.cur.obj()):
+                self._alloc.load_balancers.release(ip)
+
+    def store_update(self, p: PendingUpdate, *, dry_run: bool = False) -> WriteResult:
+        rt, name, new, cur = p.rt, p.name, p.new, p.cur
+        old = cur.obj()
+        ometa = old["metadata"]
         if new == {**old, "metadata": {**ometa, "resourceVersion": ometa.get("resourceVersion")}} \
                 or new == old:
-            return WriteResult(self._served(rt, old), warnings)  # no-op writes do not move the revision
+            return WriteResult(self._served(rt, old), p.warnings)  # no-op writes do not move the revision
         if dry_run:
-            return WriteResult(new, warnings)
+            return WriteResult(new, p.warnings)
         try:
             rec = self.store.update(cur.key, new, expected_rev=cur.rev)
         except Conflict:
@@ -291,7 +383,11 @@ class Objects:
         if rt.group == "apiextensions.k8s.io":
             self.registry.set_crd(rec.obj())
             self._on_crd_change()
-        return WriteResult(self._served(rt, rec.obj()), warnings)
+        return WriteResult(self._served(rt, rec.obj()), p.warnings)
+
+    def validate(self, rt: ResourceType, obj: dict[str, Any], field_validation: str) -> tuple[dict[str, Any], builtins.list[str]]:
+        """Schema-check `obj` as a write does (400/422 on errors); returns it without unknown fields, and warnings."""
+        return self._validate(rt, obj, field_validation)
 
     # -- delete --------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from isthmus.core.network import API_PORT, ClusterNetwork
 from isthmus.resources import openapi
 from isthmus.resources.registry import Registry
 
+from .admission import Admission
 from .app import ApiServer
 from .auth import Authenticator, Authorizer
 from .context import ApiContext
@@ -53,6 +54,8 @@ class Running:
     async def close(self) -> None:
         self.ctx.hub.close_all()
         await self.runner.cleanup()
+        if self.ctx.admission is not None:
+            await self.ctx.admission.close()
         self.store.close()
 
 
@@ -144,7 +147,7 @@ async def start(cdir: ClusterDir, *, host: str | None = None, port: int = API_PO
     address = host or net.api_ip
     ctx = ApiContext(objects=objects, hub=WatchHub(store), authn=Authenticator(tokens), authz=Authorizer(store),
                      tokens=tokens, openapi=cache, clock=utcnow, server_address=f"{address}:{port}",
-                     bookmark_interval=bookmark_interval, pod_logs=pod_logs)
+                     bookmark_interval=bookmark_interval, pod_logs=pod_logs, admission=Admission(objects))
     app = ApiServer(ctx).make_app()
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from isthmus.core import names
+from isthmus.core import admission, names
 from isthmus.core.network import Allocator, ClusterNetwork, RangeExhausted
 from isthmus.resources.registry import ResourceType
 
@@ -232,6 +232,12 @@ def _crd_on_write(obj: dict[str, Any]) -> Causes:
     return causes
 
 
+def _webhook_configuration_on_write(rt: ResourceType, obj: dict[str, Any]) -> Causes:
+    mutating = rt.plural == "mutatingwebhookconfigurations"
+    admission.defaults(obj, mutating=mutating)
+    return admission.validate_configuration(obj, mutating=mutating)
+
+
 def on_create(rt: ResourceType, obj: dict[str, Any], alloc: Allocators) -> Causes:
     """Default and validate a new object in place; returns field causes for a 422."""
     causes = validate_metadata(rt, obj)
@@ -253,6 +259,8 @@ def on_create(rt: ResourceType, obj: dict[str, Any], alloc: Allocators) -> Cause
         obj["status"] = {}
     elif rt.group == "apiextensions.k8s.io":
         causes += _crd_on_write(obj)
+    elif rt.group == admission.GROUP:
+        causes += _webhook_configuration_on_write(rt, obj)
     return causes
 
 
@@ -273,6 +281,8 @@ def on_update(rt: ResourceType, old: dict[str, Any], new: dict[str, Any], alloc:
         causes += _deployment_defaults(new)
     elif rt.group == "apiextensions.k8s.io":
         causes += _crd_on_write(new)
+    elif rt.group == admission.GROUP:
+        causes += _webhook_configuration_on_write(rt, new)
     if "generation" in (old.get("metadata") or {}):
         gen = old["metadata"]["generation"]
         new["metadata"]["generation"] = gen + 1 if _spec_changed(old, new) else gen

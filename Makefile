@@ -27,5 +27,12 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/python bench/watch_fanout.py
 
+# Data plane: direct vs isthmus vs HAProxy proxy pair (docs/benchmarks.md);
+# e.g. make bench-proxy BENCH_PROXY_ARGS='--only direct,haproxy --json proxy.json'
+.PHONY: bench-proxy
+BENCH_PROXY_ARGS ?=
+bench-proxy: $(STAMP)
+	$(VENV)/bin/python bench/proxy_pair.py $(BENCH_PROXY_ARGS)
+
 clean:
 	rm -rf $(VENV)

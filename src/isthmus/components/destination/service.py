@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -45,13 +44,13 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from aiohttp.typedefs import Handler
 from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Endpoints, Pod, Service
 
 from isthmus.adapters.kube import Informer
 from isthmus.adapters.x509 import Credentials
 from isthmus.components.identity.tlsconfig import server_context, use_credentials
+from isthmus.components.webapp import json_errors, json_response, serve
 from isthmus.core.destination import (
     DEFAULT_CLUSTER_DOMAIN,
     RESOLVE_PATH,
@@ -74,22 +73,6 @@ CREDENTIALS_INTERVAL = 5.0
 
 class DestinationServiceError(Exception):
     """The service cannot run with what it was given (for example no TLS credentials yet)."""
-
-
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
-
-
-@web.middleware
-async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """aiohttp's own refusals (unknown path, wrong method) as `{"error": ...}` too."""
-    try:
-        return await handler(request)
-    except web.HTTPException as e:
-        if e.status < 400:
-            raise
-        return _json({"error": f"{e.reason}: {request.method} {request.path} is not served here; "
-                               f"GET {RESOLVE_PATH}?authority=HOST[:PORT] is."}, e.status)
 
 
 class DestinationMetrics:
@@ -212,7 +195,7 @@ class DestinationService:
             self._tasks.append(asyncio.create_task(informer.run(), name=f"destination-{informer!r}"))
         self._tasks.append(asyncio.create_task(self._flush_loop(), name="destination-flush"))
         self._tasks.append(asyncio.create_task(self._credentials_loop(), name="destination-credentials"))
-        app = web.Application(middlewares=[_json_errors])
+        app = web.Application(middlewares=[json_errors(f"GET {RESOLVE_PATH}?authority=HOST[:PORT]")])
         app.router.add_get(RESOLVE_PATH, self._resolve)
         try:
             self.port = await self._serve(app, self._address, self._ctx)
@@ -230,13 +213,9 @@ class DestinationService:
     async def _serve(self, app: web.Application, address: tuple[str, int],
                      ctx: ssl.SSLContext | None) -> int:
         # Handlers are cancelled when their client goes away: that is how a stream learns of it.
-        runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=5.0)
-        await runner.setup()
+        runner, port = await serve(app, address, ctx, handler_cancellation=True,
+                                   shutdown_timeout=5.0)
         self._runners.append(runner)
-        sock = socket.create_server(address, backlog=1024)
-        site = web.SockSite(runner, sock, ssl_context=ctx)
-        await site.start()
-        port: int = sock.getsockname()[1]
         return port
 
     async def close(self) -> None:
@@ -350,13 +329,13 @@ class DestinationService:
     async def _resolve(self, request: web.Request) -> web.StreamResponse:
         authority = request.query.get("authority")
         if not authority:
-            return _json({"error": f"the authority query parameter is missing; "
+            return json_response({"error": f"the authority query parameter is missing; "
                                    f"GET {RESOLVE_PATH}?authority=HOST[:PORT]"}, 400)
         target = parse_authority(authority, cluster_domain=self.cluster_domain)
         if isinstance(target, BadAuthority):
-            return _json({"error": target.message}, 400)
+            return json_response({"error": target.message}, 400)
         if not await self._synced():
-            return _json({"error": "the destination service is shutting down; ask again"}, 503)
+            return json_response({"error": "the destination service is shutting down; ask again"}, 503)
         watch = self._subscribe(target)
         self.metrics.resolves += 1
         self.metrics.streams += 1

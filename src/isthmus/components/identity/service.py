@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -42,7 +41,6 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from aiohttp.typedefs import Handler
 from cryptography.hazmat.primitives import serialization
 
 from isthmus.adapters.x509 import (
@@ -70,6 +68,7 @@ from isthmus.components.identity.reviews import (
     lightkube_token_reviewer as lightkube_token_reviewer,  # re-exported
 )
 from isthmus.components.identity.tlsconfig import server_context, use_credentials
+from isthmus.components.webapp import json_errors, json_response, serve
 from isthmus.core.identity import (
     check_csr_names,
     parse_workload_identity,
@@ -96,22 +95,6 @@ class _Refusal(Exception):
 
 def _rfc3339(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
-
-
-@web.middleware
-async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """aiohttp's own refusals (unknown path, wrong method) as `{"error": ...}` too."""
-    try:
-        return await handler(request)
-    except web.HTTPException as e:
-        if e.status < 400:
-            raise
-        return _json({"error": f"{e.reason}: {request.method} {request.path} is not served here; "
-                               f"POST /v1/certify is."}, e.status)
 
 
 class IdentityService:
@@ -164,7 +147,7 @@ class IdentityService:
         creds = self._own_credentials()
         self._ctx = server_context(creds, self._anchors, require_client_cert=False)
         self._ctx.verify_mode = ssl.CERT_NONE  # callers prove themselves by token, not certificate
-        app = web.Application(client_max_size=MAX_BODY, middlewares=[_json_errors])
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[json_errors("POST /v1/certify")])
         app.router.add_post("/v1/certify", self._certify)
         try:
             self.port = await self._serve(app, self._address, self._ctx)
@@ -182,13 +165,8 @@ class IdentityService:
 
     async def _serve(self, app: web.Application, address: tuple[str, int],
                      ctx: ssl.SSLContext | None) -> int:
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
+        runner, port = await serve(app, address, ctx)
         self._runners.append(runner)
-        sock = socket.create_server(address, backlog=1024)
-        site = web.SockSite(runner, sock, ssl_context=ctx)
-        await site.start()
-        port: int = sock.getsockname()[1]
         return port
 
     async def close(self) -> None:
@@ -282,10 +260,10 @@ class IdentityService:
         except _Refusal as r:
             self.metrics.refused.inc(r.reason)
             log.info("refused a certificate (%s): %s", r.reason, r.message)
-            return _json({"error": r.message}, r.status)
+            return json_response({"error": r.message}, r.status)
         self.metrics.issued.inc()
         self.metrics.sign_latency.observe(time.perf_counter() - started)
-        return _json(answer)
+        return json_response(answer)
 
     async def _decide(self, raw: bytes) -> dict[str, Any]:
         identity, token, csr = self._parse(raw)

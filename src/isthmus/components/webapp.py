@@ -1,0 +1,59 @@
+"""What the control-plane HTTP services share: JSON answers, JSON refusals, and serving an app.
+
+The identity, destination and injector services are aiohttp applications;
+each answers with JSON, turns aiohttp's own refusals (unknown path, wrong
+method) into `{"error": ...}` that says what is served instead, and listens
+on an address (port 0: any free port) with or without TLS.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+def json_errors(served: str) -> Any:
+    """A middleware answering aiohttp's refusals as JSON; `served` says what is served here."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as e:
+            if e.status < 400:
+                raise
+            return json_response({"error": f"{e.reason}: {request.method} {request.path} is not "
+                                           f"served here; {served} is."}, e.status)
+
+    return middleware
+
+
+async def serve(app: web.Application, address: tuple[str, int], ctx: ssl.SSLContext | None,
+                **runner_options: Any) -> tuple[web.AppRunner, int]:
+    """Start `app` on `address`; returns its runner (to clean up) and the bound port.
+
+    `runner_options` go to aiohttp's AppRunner (e.g. `handler_cancellation=True`
+    for streams that must learn when their client goes away).
+    """
+    runner = web.AppRunner(app, access_log=None, **runner_options)
+    await runner.setup()
+    sock = socket.create_server(address, backlog=1024)
+    try:
+        await web.SockSite(runner, sock, ssl_context=ctx).start()
+    except BaseException:
+        sock.close()
+        await runner.cleanup()
+        raise
+    port: int = sock.getsockname()[1]
+    return runner, port

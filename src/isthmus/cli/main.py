@@ -23,6 +23,8 @@ from rich.table import Table
 from isthmus.adapters import kubeconfig
 from isthmus.adapters.clusterdir import ClusterDir, all_clusters, isthmus_home
 from isthmus.cli.certs import certs_app
+from isthmus.cli.controlplane import HELP_PANEL, destination_cmd, identity_cmd, proxy_injector_cmd
+from isthmus.cli.install import inject_cmd, install_cmd, uninstall_cmd
 from isthmus.components import cluster as clusters
 from isthmus.components.cluster import ClusterError
 from isthmus.core.network import HTTP_PROXY_PORT, ClusterNetwork
@@ -32,6 +34,12 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 cluster_app = typer.Typer(no_args_is_help=True, help="Embedded clusters: local Kubernetes-compatible API servers.")
 app.add_typer(cluster_app, name="cluster")
 app.add_typer(certs_app, name="certs")
+app.command("install")(install_cmd)
+app.command("uninstall")(uninstall_cmd)
+app.command("inject")(inject_cmd)
+app.command("identity", rich_help_panel=HELP_PANEL)(identity_cmd)
+app.command("destination", rich_help_panel=HELP_PANEL)(destination_cmd)
+app.command("proxy-injector", rich_help_panel=HELP_PANEL)(proxy_injector_cmd)
 
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)

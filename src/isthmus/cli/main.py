@@ -1,7 +1,8 @@
 """The `isthmus` command: `isthmus [--context NAME] [-n NAMESPACE] <group> <verb>`.
 
-Groups so far: `cluster` (embedded clusters) and `demo-cluster` (the README's
-main job at this stage). Expected failures print one clear line to stderr and
+Groups so far: `cluster` (embedded clusters), `certs`, `install`/`uninstall`/
+`inject`, `proxy` and the control-plane commands, and `demo-cluster` (the
+README's main job at this stage). Expected failures print one clear line to stderr and
 exit 1; no stack traces.
 """
 
@@ -10,10 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import typer
@@ -27,7 +25,6 @@ from isthmus.cli.controlplane import HELP_PANEL, destination_cmd, identity_cmd, 
 from isthmus.cli.install import inject_cmd, install_cmd, uninstall_cmd
 from isthmus.components import cluster as clusters
 from isthmus.components.cluster import ClusterError
-from isthmus.core.network import HTTP_PROXY_PORT, ClusterNetwork
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="isthmus: a multi-cluster, multi-region service mesh.")
@@ -169,39 +166,13 @@ def proxy_cmd() -> None:
 @app.command("demo-cluster")
 def demo_cluster(name: str = typer.Option("west", help="cluster name"),
                  region: str = typer.Option("sfo3", help="region")) -> None:
-    """Create (or reuse) one embedded cluster, run emojivoto on it, and show real kubectl working."""
-    kc = _kubeconfig()
-    cdir = ClusterDir(_home(), name)
+    """Create (or reuse) one embedded cluster, install the mesh, and run emojivoto meshed on it."""
+    from isthmus.cli import demo
+
     try:
-        if cdir.exists():
-            _progress(f'cluster "{name}" exists; starting it if needed')
-            clusters.start(cdir, kubeconfig_path=kc, progress=_progress)
-        else:
-            clusters.create(_home(), name, region, 3, kubeconfig_path=kc, progress=_progress)
-    except ClusterError as e:
+        demo.run(name, region, out, _progress)
+    except demo.DemoError as e:
         _fail(e)
-    kubectl = shutil.which("kubectl") or "/usr/bin/kubectl"
-    env = dict(os.environ, KUBECONFIG=str(kc))
-    manifest = Path(__file__).resolve().parents[3] / "deploy" / "emojivoto.yml"
-
-    def run(*args: str) -> None:
-        out.print(f"$ kubectl --context={name} {' '.join(args)}", style="bold", highlight=False)
-        subprocess.run([kubectl, f"--context={name}", *args], env=env, check=False)
-
-    run("get", "nodes", "-L", "topology.kubernetes.io/region,topology.kubernetes.io/zone")
-    run("apply", "-f", str(manifest))
-    run("-n", "emojivoto", "wait", "--for=condition=Available", "deploy", "--all", "--timeout=90s")
-    run("-n", "emojivoto", "get", "pods", "-o", "wide")
-    run("-n", "emojivoto", "get", "svc,endpoints")
-    time.sleep(3)  # let vote-bot cast a few votes
-    run("-n", "emojivoto", "logs", "deploy/vote-bot", "--tail=3")
-    net = ClusterNetwork(cdir.load().index)
-    proxy = f"http://{net.proxy_ip}:{HTTP_PROXY_PORT}"
-    out.print(f"$ curl -x {proxy} http://web-svc.emojivoto/api/leaderboard", style="bold", highlight=False)
-    subprocess.run(["curl", "-s", "-m", "5", "-x", proxy, "http://web-svc.emojivoto/api/leaderboard"], check=False)
-    out.print(f"\n\nThe cluster keeps running. `export KUBECONFIG={kc}` and use kubectl; "
-              f"`isthmus cluster stop {name}` stops it, `isthmus cluster delete {name}` removes it.",
-              highlight=False)
 
 
 def main() -> None:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import socket
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from lightkube.resources.core_v1 import Namespace, Secret
 from isthmus.adapters.incluster import InClusterError, service_address
 from isthmus.adapters.x509 import Credentials
 from isthmus.components.identity.tlsconfig import use_credentials
+from isthmus.components.webapp import json_response, serve
 from isthmus.core.inject import InjectConfig, decide, patch
 
 log = logging.getLogger("isthmus.injector")
@@ -97,10 +97,6 @@ class InjectorMetrics:
 
     def __repr__(self) -> str:
         return "<InjectorMetrics " + " ".join(f"{k}={v}" for k, v in self.reviews.items()) + ">"
-
-
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
 def server_tls_context(creds: Credentials) -> ssl.SSLContext:
@@ -173,12 +169,8 @@ class InjectorServer:
 
     async def _serve(self, app: web.Application, address: tuple[str, int],
                      ctx: ssl.SSLContext | None) -> int:
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
+        runner, port = await serve(app, address, ctx, handle_signals=False)
         self._runners.append(runner)
-        sock = socket.create_server(address, backlog=128)
-        await web.SockSite(runner, sock, ssl_context=ctx).start()
-        port: int = sock.getsockname()[1]
         return port
 
     async def close(self) -> None:
@@ -226,17 +218,17 @@ class InjectorServer:
         try:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
-            return _json({"error": f"the request body is not JSON; {usage}"}, 400)
+            return json_response({"error": f"the request body is not JSON; {usage}"}, 400)
         if not isinstance(body, dict) or body.get("kind") != "AdmissionReview":
-            return _json({"error": f"the request body is not an AdmissionReview; {usage}"}, 400)
+            return json_response({"error": f"the request body is not an AdmissionReview; {usage}"}, 400)
         if body.get("apiVersion") != REVIEW_API:
-            return _json({"error": f"AdmissionReview {body.get('apiVersion')!r} is not served; "
+            return json_response({"error": f"AdmissionReview {body.get('apiVersion')!r} is not served; "
                                    f"this webhook speaks {REVIEW_API}"}, 400)
         req = body.get("request")
         if not isinstance(req, dict) or not isinstance(req.get("uid"), str) or not req["uid"]:
-            return _json({"error": f"the AdmissionReview has no request with a uid; {usage}"}, 400)
+            return json_response({"error": f"the AdmissionReview has no request with a uid; {usage}"}, 400)
         response = await self.respond(req)
-        return _json({"apiVersion": REVIEW_API, "kind": "AdmissionReview", "response": response})
+        return json_response({"apiVersion": REVIEW_API, "kind": "AdmissionReview", "response": response})
 
     async def respond(self, req: Mapping[str, Any]) -> dict[str, Any]:
         """The AdmissionResponse for one AdmissionRequest (module docstring)."""

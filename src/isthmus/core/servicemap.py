@@ -114,7 +114,7 @@ class ServicePort:
     service: ServiceKey
     name: str  # "" for an unnamed port
     port: int
-    cluster_ips: tuple[str, ...]  # loopback cluster IPs only; () for a headless Service
+    cluster_ips: tuple[str, ...]  # loopback cluster (and load-balancer ingress) IPs; () if headless
     backends: tuple[Backend, ...]
 
     def __str__(self) -> str:
@@ -410,8 +410,13 @@ def _service(svc: Mapping[str, Any], endpoints: Mapping[str, Any] | None) -> _Se
     if spec.get("type") == "ExternalName":
         external = spec.get("externalName")
         return _Service(key, {}, external.lower().rstrip(".") if isinstance(external, str) else "")
-    ips = spec.get("clusterIPs") or [spec.get("clusterIP")]
-    cluster_ips = tuple(ip for ip in ips if isinstance(ip, str) and is_loopback_ip(ip))
+    ips = list(spec.get("clusterIPs") or [spec.get("clusterIP")])
+    if spec.get("type") == "LoadBalancer":  # served on its ingress IPs too, as a cloud LB would
+        status = svc.get("status")
+        lb = status.get("loadBalancer") if isinstance(status, Mapping) else None
+        ingress = lb.get("ingress") if isinstance(lb, Mapping) else None
+        ips += [i.get("ip") for i in ingress or () if isinstance(i, Mapping)]
+    cluster_ips = tuple(ip for ip in dict.fromkeys(ips) if isinstance(ip, str) and is_loopback_ip(ip))
     ports: dict[int, ServicePort] = {}
     for p in spec.get("ports") or ():
         if not isinstance(p, Mapping) or not _tcp(p):

@@ -73,6 +73,17 @@ def test_listeners_match_endpoint_ports_by_name_and_keep_only_ready(smap: Servic
                                    ("127.1.128.6", 5432)}
 
 
+def test_load_balancer_is_served_on_its_ingress_ip_too() -> None:
+    gw = service("isthmus-gateway", "isthmus-multicluster", "127.1.128.9",
+                 [{"name": "mc-gateway", "port": 4143}], type="LoadBalancer")
+    gw["status"] = {"loadBalancer": {"ingress": [{"ip": "127.1.192.1"}, {"hostname": "x"}]}}
+    ep = endpoints("isthmus-gateway", "isthmus-multicluster",
+                   subset(["127.1.64.4"], [{"name": "mc-gateway", "port": 4143}]))
+    m = build_service_map([gw], [ep])
+    assert set(m.listeners) == {("127.1.128.9", 4143), ("127.1.192.1", 4143)}
+    assert m.listeners[("127.1.192.1", 4143)].backends == (Backend("127.1.64.4", 4143),)
+
+
 def test_unnamed_service_port_uses_the_single_endpoint_port(smap: ServiceMap) -> None:
     assert smap.listeners[("127.1.128.6", 5432)].backends == (Backend("127.1.64.7", 15432),)
 

@@ -21,8 +21,11 @@ from rich.table import Table
 from isthmus.adapters import kubeconfig
 from isthmus.adapters.clusterdir import ClusterDir, all_clusters, isthmus_home
 from isthmus.cli.certs import certs_app
+from isthmus.cli.check import check_cmd
 from isthmus.cli.controlplane import HELP_PANEL, destination_cmd, identity_cmd, proxy_injector_cmd
 from isthmus.cli.install import inject_cmd, install_cmd, uninstall_cmd
+from isthmus.cli.mirror import service_mirror_cmd
+from isthmus.cli.multicluster import multicluster_app
 from isthmus.components import cluster as clusters
 from isthmus.components.cluster import ClusterError
 
@@ -34,9 +37,12 @@ app.add_typer(certs_app, name="certs")
 app.command("install")(install_cmd)
 app.command("uninstall")(uninstall_cmd)
 app.command("inject")(inject_cmd)
+app.command("check")(check_cmd)
 app.command("identity", rich_help_panel=HELP_PANEL)(identity_cmd)
 app.command("destination", rich_help_panel=HELP_PANEL)(destination_cmd)
 app.command("proxy-injector", rich_help_panel=HELP_PANEL)(proxy_injector_cmd)
+app.command("service-mirror", rich_help_panel=HELP_PANEL)(service_mirror_cmd)
+app.add_typer(multicluster_app, name="multicluster")
 
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
@@ -161,6 +167,33 @@ def proxy_cmd() -> None:
     from isthmus.cli.proxy import run
 
     run()
+
+
+demo_app = typer.Typer(help="The two-region walkthrough: west (sfo3) and east (syd1), linked.")
+app.add_typer(demo_app, name="demo")
+
+
+@demo_app.callback(invoke_without_command=True)
+def demo_main(ctx: typer.Context) -> None:
+    """Create west and east, one trust anchor, the mesh and multicluster on both, emojivoto on
+    both, west linked to east, web-svc exported from east and called from west through east's
+    gateway over mTLS. Running it again reuses what is there."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from isthmus.cli import demo
+
+    try:
+        demo.run_two_regions(out, _progress)
+    except demo.DemoError as e:
+        _fail(e)
+
+
+@demo_app.command("down")
+def demo_down() -> None:
+    """Remove what `isthmus demo` made: both clusters (their processes too) and its certificates."""
+    from isthmus.cli import demo
+
+    demo.down(out, _progress)
 
 
 @app.command("demo-cluster")

@@ -43,9 +43,11 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import json
 import os
 import ssl
 import sys
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Protocol
@@ -58,7 +60,7 @@ from lightkube.generic_resource import create_namespaced_resource
 from lightkube.models.authentication_v1 import TokenRequestSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import Deployment
-from lightkube.resources.core_v1 import ConfigMap, Endpoints, Secret, Service, ServiceAccount
+from lightkube.resources.core_v1 import ConfigMap, Endpoints, Pod, Secret, Service, ServiceAccount
 from lightkube.resources.rbac_authorization_v1 import (
     ClusterRole,
     ClusterRoleBinding,
@@ -113,6 +115,7 @@ _KINDS: dict[str, Any] = {
     "Service": Service, "Endpoints": Endpoints, "ConfigMap": ConfigMap, "Secret": Secret,
     "ServiceAccount": ServiceAccount, "Deployment": Deployment, "Role": Role, "RoleBinding": RoleBinding,
     "ClusterRole": ClusterRole, "ClusterRoleBinding": ClusterRoleBinding, core.LINK_KIND: _Link,
+    "Pod": Pod,
 }
 
 
@@ -561,7 +564,78 @@ def make_multicluster_app(connect: Callable[[str | None], ClusterReader] = kube_
             return
         print(manifests.dump(mc.allow(cluster_name)), end="")
 
+    @app.command("gateways")
+    def gateways_cmd(
+            ctx: typer.Context,
+            output: Annotated[str, typer.Option("-o", "--output", help="table or json")] = "table",
+    ) -> None:
+        """Each linked cluster's gateway: alive or not (and why), mirrored services, probe latency."""
+        if output not in ("table", "json"):
+            _fail(MulticlusterError(f"unknown output format {output!r}: use table or json"))
+            return
+        try:
+            rows = gateway_rows(connect(_context(ctx)))
+        except MulticlusterError as e:
+            _fail(e)
+            return
+        if output == "json":
+            print(json.dumps(rows, indent=2))
+            return
+        if not rows:
+            print("no Links in this cluster: `isthmus --context=<remote> multicluster link "
+                  "--cluster-name <remote>` makes one")
+            return
+        print(f"{'CLUSTER':<16}{'ALIVE':<8}{'NUM_SVC':<10}LATENCY")
+        for r in rows:
+            latency = f"{r['latencyMs']:.0f}ms" if r["latencyMs"] is not None else "-"
+            print(f"{r['cluster']:<16}{'True' if r['alive'] else 'False':<8}{r['numServices']:<10}"
+                  f"{latency}")
+            if not r["alive"] and r["reason"]:
+                print(f"  {r['reason']}")
+
     return app
+
+
+def _mirror_latency(pods: list[Obj], cluster: str) -> float | None:
+    """The last probe latency the Link's mirror reports on its admin port (None if unknown)."""
+    for pod in pods:
+        ip = (pod.get("status") or {}).get("podIP")
+        if not ip:
+            continue
+        try:
+            with urllib.request.urlopen(f"http://{ip}:{mc.MIRROR_ADMIN_PORT}/metrics",
+                                        timeout=2) as r:
+                text = r.read().decode()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("gateway_latency{") and f'target_cluster="{cluster}"' in line:
+                return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def gateway_rows(reader: ClusterReader) -> list[dict[str, Any]]:
+    """One row per Link: from its status (kept by its service mirror) and its mirrored Services."""
+    rows = []
+    for link in sorted(reader.list(core.LINK_KIND, {}),
+                       key=lambda o: str((o.get("spec") or {}).get("targetClusterName"))):
+        cluster = str((link.get("spec") or {}).get("targetClusterName", ""))
+        conditions = {c.get("type"): c for c in (link.get("status") or {}).get("conditions") or []}
+        alive = conditions.get("GatewayAlive", {})
+        reachable = conditions.get("RemoteReachable", {})
+        services = reader.list("Service", {"mirror.isthmus.io/cluster-name": cluster,
+                                           "mirror.isthmus.io/mirrored-service": "true"})
+        pods = reader.list("Pod", {"app": "isthmus-service-mirror", mc.LINK_LABEL: cluster})
+        is_alive = alive.get("status") == "True"
+        reason = alive.get("message") if not is_alive else ""
+        if not alive:
+            reason = "no probe result yet: is the Link's service mirror running?"
+        if reachable.get("status") == "False":
+            reason = f"{reason}; {reachable.get('message')}" if reason else reachable.get("message")
+        rows.append({"cluster": cluster, "alive": is_alive, "numServices": len(services),
+                     "latencyMs": _mirror_latency(pods, cluster) if is_alive else None,
+                     "reason": reason or ""})
+    return rows
 
 
 multicluster_app = make_multicluster_app()

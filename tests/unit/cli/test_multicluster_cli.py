@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -501,3 +502,50 @@ def test_link_through_the_real_reader_refuses_an_unknown_context_and_prints_noth
     result = CliRunner().invoke(app, ["multicluster", "install"])
     refused(result, f"the kubeconfig {missing} does not exist; create a cluster with `isthmus cluster create`, "
                     f"or set KUBECONFIG")
+
+
+# ------------------------------------------------------------------ gateways
+
+
+def link(cluster: str, *conditions: tuple[str, str, str]) -> dict[str, Any]:
+    return obj("Link", "isthmus-multicluster", cluster, spec={"targetClusterName": cluster},
+               status={"conditions": [{"type": t, "status": s, "message": m} for t, s, m in conditions]})
+
+
+def mirrored_service(name: str, cluster: str) -> dict[str, Any]:
+    svc = obj("Service", "emojivoto", f"{name}-{cluster}")
+    svc["metadata"]["labels"] = {"mirror.isthmus.io/cluster-name": cluster,
+                                 "mirror.isthmus.io/mirrored-service": "true"}
+    return svc
+
+
+def test_gateways_lists_each_link_with_why_a_gateway_is_not_alive() -> None:
+    cluster = FakeCluster([
+        link("east", ("GatewayAlive", "True", "the gateway has not failed a probe"),
+             ("RemoteReachable", "True", "ok")),
+        link("north", ("GatewayAlive", "False", "3 probes in a row failed: GET https://127.3.192.1:4191/ready: "
+                                                "connection refused"),
+             ("RemoteReachable", "False", "cannot reach the API at https://127.3.0.1:6443")),
+        mirrored_service("web-svc", "east"), mirrored_service("emoji-svc", "east"),
+        mirrored_service("web-svc", "north"),
+    ], context="west")
+    result = run(cluster, "--context", "west", "multicluster", "gateways")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["CLUSTER", "ALIVE", "NUM_SVC", "LATENCY"]
+    assert lines[1].split() == ["east", "True", "2", "-"]  # no mirror pod to report a latency
+    assert lines[2].split() == ["north", "False", "1", "-"]
+    assert lines[3].strip() == ("3 probes in a row failed: GET https://127.3.192.1:4191/ready: connection "
+                                "refused; cannot reach the API at https://127.3.0.1:6443")
+    data = json.loads(run(cluster, "multicluster", "gateways", "-o", "json").output)
+    assert [(r["cluster"], r["alive"], r["numServices"]) for r in data] == [("east", True, 2),
+                                                                            ("north", False, 1)]
+
+
+def test_gateways_without_links_or_with_a_bad_format() -> None:
+    result = run(FakeCluster([]), "multicluster", "gateways")
+    assert result.exit_code == 0
+    assert "no Links in this cluster" in result.output
+    bad = run(None, "multicluster", "gateways", "-o", "yaml")
+    assert bad.exit_code == 1
+    assert "unknown output format 'yaml': use table or json" in bad.output

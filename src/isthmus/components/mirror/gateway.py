@@ -1,0 +1,193 @@
+"""The remote gateway as the service mirror sees it: its resolved addresses and whether it is alive.
+
+`GatewayProber` resolves the Link's `gatewayAddress` (IP addresses, or host
+names looked up with the system resolver) and probes the gateway every
+`probeSpec.period` ± 10%: `GET http://<address>:<probeSpec.port><probeSpec.path>`
+with `probeSpec.timeout`, trying the addresses in order until one answers
+200. `isthmus.core.mirror.ProbeState` decides liveness (alive at start,
+not alive after `failureThreshold` consecutive failures, alive again at the
+first success). Addresses are resolved again every `resolve_period` and after
+every failed probe, so a gateway whose address changed is found again. Each
+change of addresses or liveness is reported to `on_change` with the new
+`Gateway`.
+
+The probe is a plain HTTP GET to the gateway's admin port. In a meshed
+install the mirror's sidecar proxy would carry it over mTLS, verifying the
+gateway's identity (`gatewayIdentity`): pass a `probe` that sends the request
+through the proxy's outbound port (the `Probe` signature is the seam).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import random
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterable
+
+import aiohttp
+
+from isthmus.components.mirror.metrics import MirrorMetrics
+from isthmus.core import mirror as core
+
+log = logging.getLogger("isthmus.mirror.gateway")
+
+__all__ = ["GatewayProber", "HttpProbe", "Probe", "Resolver", "resolve_addresses", "system_resolver"]
+
+Resolver = Callable[[str], Awaitable[list[str]]]
+# (address, port, path, timeout) -> None on a 200 answer; raises (any exception) otherwise.
+Probe = Callable[[str, int, str, float], Awaitable[None]]
+
+
+async def system_resolver(host: str) -> list[str]:
+    """The IP addresses of `host` (itself when it is one)."""
+    try:
+        return [ipaddress.ip_address(host).compressed]
+    except ValueError:
+        pass
+    infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+async def resolve_addresses(hosts: Iterable[str], resolver: Resolver) -> tuple[tuple[str, ...], list[str]]:
+    """Every address of every host (in order, without repeats), and a note for each host that failed."""
+    found: dict[str, None] = {}
+    failures = []
+    for host in hosts:
+        try:
+            for ip in await resolver(host):
+                found[ip] = None
+        except (OSError, ValueError) as e:
+            failures.append(f"{host}: {e}")
+    return tuple(found), failures
+
+
+class HttpProbe:
+    """GET over plain HTTP with one shared aiohttp session (proxy variables ignored)."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __call__(self, address: str, port: int, path: str, timeout: float) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(trust_env=False)
+        host = f"[{address}]" if ":" in address else address
+        async with self._session.get(f"http://{host}:{port}{path}",
+                                     timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            await resp.read()
+            if resp.status != 200:
+                raise RuntimeError(f"answered {resp.status}")
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class GatewayProber:
+    def __init__(self, link: core.LinkSpec, *, metrics: MirrorMetrics,
+                 on_change: Callable[[core.Gateway], None] = lambda _gw: None,
+                 resolver: Resolver = system_resolver, probe: Probe | None = None,
+                 resolve_period: float = 30.0, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 rng: Callable[[], float] = random.random) -> None:
+        self._link = link
+        self._metrics = metrics
+        self._on_change = on_change
+        self._resolver = resolver
+        self._probe: Probe = probe or HttpProbe()
+        self._resolve_period = resolve_period
+        self._clock, self._sleep, self._rng = clock, sleep, rng
+        self.state = core.ProbeState()
+        self.addresses: tuple[str, ...] = ()
+        self.message = "the gateway has not failed a probe"  # said of its state when it last changed
+        self.last_error = ""
+        self._resolved_at: float | None = None
+        self._resolving = asyncio.Lock()
+
+    @property
+    def gateway(self) -> core.Gateway:
+        return core.Gateway(self.addresses, self.state.alive)
+
+    def update_link(self, link: core.LinkSpec) -> None:
+        """Take a changed Link: new addresses are resolved before the next probe."""
+        if link.gateway_addresses != self._link.gateway_addresses:
+            self._resolved_at = None
+        self._link = link
+
+    async def resolve(self) -> None:
+        async with self._resolving:
+            before = self.gateway
+            addresses, failures = await resolve_addresses(self._link.gateway_addresses, self._resolver)
+            self._resolved_at = self._clock()
+            for f in failures:
+                log.warning("gateway of %s: cannot resolve %s", self._link.target_cluster_name, f)
+            if not addresses and self.addresses:
+                # Keep the last known addresses while the names do not resolve at all.
+                return
+            self.addresses = addresses
+            if self.gateway != before:
+                log.info("gateway of %s is at %s", self._link.target_cluster_name, ",".join(addresses) or "-")
+                self._on_change(self.gateway)
+
+    async def probe_once(self) -> bool:
+        """One probe of the gateway; updates the state, the metrics, and tells `on_change` of a change."""
+        spec = self._link.probe
+        if self._resolved_at is None or self._clock() - self._resolved_at >= self._resolve_period:
+            await self.resolve()
+        before = self.gateway
+        ok, latency, errors = False, None, []
+        for address in self.addresses:
+            started = self._clock()
+            try:
+                await self._probe(address, spec.port, spec.path, spec.timeout)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                errors.append(f"{address}:{spec.port}{spec.path}: {_describe(e)}")
+                continue
+            ok, latency = True, (self._clock() - started) * 1000.0
+            break
+        if not self.addresses:
+            errors.append("no address to probe")
+        self.state = self.state.after(ok, spec.failure_threshold)
+        self._metrics.probe(ok, latency)
+        self._metrics.gateway_alive = 1.0 if self.state.alive else 0.0
+        if not ok:
+            self.last_error = "; ".join(errors)
+            if before.alive:
+                log.info("gateway probe of %s failed (%d in a row, threshold %d): %s", self._link.target_cluster_name,
+                         self.state.consecutive_failures, spec.failure_threshold, self.last_error)
+            await self.resolve()
+        if self.state.alive != before.alive:  # address changes were told by `resolve`
+            if self.state.alive:
+                self.message = f"gateway {','.join(self.addresses)} answers its probes"
+                log.info("gateway of %s is alive", self._link.target_cluster_name)
+            else:
+                self.message = (f"gateway {','.join(self.addresses) or '-'} failed {spec.failure_threshold} "
+                                f"probes in a row; the last: {self.last_error}")
+                log.warning("gateway of %s is not alive: %s", self._link.target_cluster_name, self.last_error)
+            self._on_change(self.gateway)
+        return ok
+
+    async def run(self) -> None:
+        await self.resolve()
+        while True:
+            await self._sleep(core.jittered(self._link.probe.period, self._rng()))
+            await self.probe_once()
+
+    async def close(self) -> None:
+        if isinstance(self._probe, HttpProbe):
+            await self._probe.close()
+
+    def __repr__(self) -> str:
+        return (f"<GatewayProber {self._link.target_cluster_name} {','.join(self.addresses) or '-'} "
+                f"alive={self.state.alive} failures={self.state.consecutive_failures}>")
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, asyncio.TimeoutError):
+        return "timed out"
+    return str(e) or type(e).__name__

@@ -46,7 +46,9 @@ class AdminServer:
         app.router.add_post("/shutdown", self._shutdown)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, *self.address, reuse_address=True)
+        # SO_REUSEADDR only for a fixed port: with port 0 the kernel may pick a port that a
+        # connected socket holds, and listen() then fails.
+        site = web.TCPSite(self._runner, *self.address, reuse_address=self.address[1] != 0)
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None)

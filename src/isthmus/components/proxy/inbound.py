@@ -179,7 +179,8 @@ class InboundListener:
 
     async def start(self) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.address[1] != 0:  # see admin.py: not with port 0
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(self.address)
         sock.listen(1024)
         sock.setblocking(False)

@@ -99,7 +99,7 @@ class Proxy:
                                        connect_timeout=cfg.connect_timeout)
         outbound, hooks = self.outbound, self.stats.listener_hooks("outbound", False, None, self.conns)
         server = await loop.create_server(lambda: ServerConn(outbound, hooks), *cfg.outbound,
-                                          reuse_address=True, backlog=1024)
+                                          reuse_address=cfg.outbound[1] != 0, backlog=1024)
         self._servers.append(server)
         self.inbound = InboundListener(
             address=cfg.inbound, forward_host=cfg.forward_host,

@@ -39,6 +39,21 @@ def json_errors(served: str) -> Any:
     return middleware
 
 
+def listen(address: tuple[str, int], backlog: int = 1024) -> socket.socket:
+    """A listening TCP socket; SO_REUSEADDR only for a fixed port (with port 0 the kernel may
+    pick a port a connected socket holds, and listen() then fails)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        if address[1] != 0:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 async def serve(app: web.Application, address: tuple[str, int], ctx: ssl.SSLContext | None,
                 **runner_options: Any) -> tuple[web.AppRunner, int]:
     """Start `app` on `address`; returns its runner (to clean up) and the bound port.
@@ -48,7 +63,7 @@ async def serve(app: web.Application, address: tuple[str, int], ctx: ssl.SSLCont
     """
     runner = web.AppRunner(app, access_log=None, **runner_options)
     await runner.setup()
-    sock = socket.create_server(address, backlog=1024)
+    sock = listen(address)
     try:
         await web.SockSite(runner, sock, ssl_context=ctx).start()
     except BaseException:

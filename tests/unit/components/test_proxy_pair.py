@@ -133,7 +133,7 @@ class Pair:
 async def start_app(app: web.Application) -> tuple[web.AppRunner, int]:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, LOCAL, 0)
+    site = web.TCPSite(runner, LOCAL, 0, reuse_address=False)  # no SO_REUSEADDR with port 0
     await site.start()
     return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
@@ -401,7 +401,7 @@ async def test_connect_tunnels_opaque_tcp_over_mtls(pair: Pair) -> None:
             writer.write(data.upper())
         writer.close()
 
-    server = await asyncio.start_server(echo, LOCAL, 0)
+    server = await asyncio.start_server(echo, LOCAL, 0, reuse_address=False)
     port = server.sockets[0].getsockname()[1]
     pair.destination.set("db.ns.svc.cluster.local:5432", [pair.endpoint(port=port)])
     try:
@@ -520,7 +520,7 @@ async def test_inbound_falls_back_to_opaque_when_bytes_are_not_http(pair: Pair) 
             writer.write(data[::-1])
         writer.close()
 
-    server = await asyncio.start_server(echo, LOCAL, 0)
+    server = await asyncio.start_server(echo, LOCAL, 0, reuse_address=False)
     port = server.sockets[0].getsockname()[1]
     try:
         ctx = ssl.create_default_context(cadata=ROOT.cert_pem.decode())

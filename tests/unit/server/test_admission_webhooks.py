@@ -88,7 +88,7 @@ class WebhookServer:
         app.router.add_post("/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=ctx)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=ctx, reuse_address=False)
         await site.start()
         self.port = self._runner.addresses[0][1]
 

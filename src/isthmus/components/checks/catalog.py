@@ -58,7 +58,7 @@ Obj = dict[str, Any]
 
 
 @dataclass
-class Identity:
+class IdentityMaterial:
     anchors_pem: bytes
     anchors: list[CertFacts]
     issuer_pem: bytes
@@ -79,7 +79,7 @@ class CheckEnv:
     cluster: Cluster | None = None
     version_info: Obj | None = None
     config: dict[str, str] | None = None
-    identity: Identity | None = None
+    identity: IdentityMaterial | None = None
 
     def kube(self) -> Cluster:
         if self.cluster is None:  # a fatal check comes first; this is for checks run alone
@@ -266,7 +266,7 @@ _ANCHOR_HINT = ("rotate the trust anchor as docs/architecture.md describes (\"Ro
                 "and the issuer\"): new root, both trusted, new issuer, then the new root alone")
 
 
-def _load_identity(env: CheckEnv) -> Identity:
+def _load_identity(env: CheckEnv) -> IdentityMaterial:
     kube = env.kube()
     where_secret = f'Secret "{ISSUER_SECRET}" in namespace "{NAMESPACE}"'
     where_cm = f'ConfigMap "{TRUST_ROOTS_CONFIGMAP}" in namespace "{NAMESPACE}"'
@@ -287,10 +287,10 @@ def _load_identity(env: CheckEnv) -> Identity:
         issuer, _ = x509.load_credentials(crt_pem, key_pem, what="the issuer")
     except X509Error as e:
         raise Problem(f"{where_secret}: {e}") from None
-    return Identity(anchors_pem, [_facts(a) for a in anchors], crt_pem, _facts(issuer))
+    return IdentityMaterial(anchors_pem, [_facts(a) for a in anchors], crt_pem, _facts(issuer))
 
 
-def _identity(env: CheckEnv) -> Identity:
+def _identity(env: CheckEnv) -> IdentityMaterial:
     if env.identity is None:
         env.identity = _load_identity(env)
     return env.identity

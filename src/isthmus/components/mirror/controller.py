@@ -77,6 +77,7 @@ class ServiceMirror:
                                      duration=lease_duration, renew_deadline=renew_deadline,
                                      retry_period=retry_period, wall=wall, on_change=self._leader_changed)
         self.cluster: ClusterMirror | None = None
+        self._removing: ClusterMirror | None = None  # the mirrors of a deleted Link, still to delete
         self._cluster_task: asyncio.Task[None] | None = None
         self.link_error: str | None = None
         self.started = asyncio.Event()  # the local API has answered once
@@ -109,7 +110,8 @@ class ServiceMirror:
         try:
             await asyncio.gather(self.links.run(), self.secrets.run(), self._supervise(), self._write_status())
         finally:
-            await self._stop_cluster()
+            if self.cluster is not None:
+                await self._stop_cluster()
             self.links = self.secrets = None
 
     def _on_config(self, typ: str, obj: dict[str, Any]) -> None:
@@ -119,10 +121,22 @@ class ServiceMirror:
         self._status_dirty.set()
 
     async def _supervise(self) -> None:
+        failures = 0
         while True:
             await self._changed.wait()
             self._changed.clear()
-            await self._sync_config()
+            try:
+                await self._sync_config()
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the local API failing a write: look again after a while
+                failures += 1
+                delay = min(0.5 * 2 ** (failures - 1), 30.0)
+                msg = e.status.message if isinstance(e, ApiError) else repr(e)
+                log.warning("taking in the Link failed (%s); again in %.1fs", msg, delay)
+                await asyncio.sleep(delay)
+                self._changed.set()
 
     async def _sync_config(self) -> None:
         assert self.links is not None and self.secrets is not None
@@ -131,10 +145,15 @@ class ServiceMirror:
         obj = self.links.cache.get((self.namespace, self.link_name))
         if obj is None:
             if self.cluster is not None:
-                await self.cluster.remove_all()
-                await self._stop_cluster()
-            self.link_error = f"Link {self.namespace}/{self.link_name} does not exist"
-            log.warning("%s; waiting for it", self.link_error)
+                # Stopped first, so no worker re-creates what is being deleted.
+                self._removing = await self._stop_cluster()
+            if self._removing is not None:
+                await self._removing.remove_all()  # raises: tried again (`_supervise`)
+                self._removing = None
+            missing = f"Link {self.namespace}/{self.link_name} does not exist"
+            if self.link_error != missing:
+                log.warning("%s; waiting for it", missing)
+            self.link_error = missing
             return
         try:
             spec = core.LinkSpec.from_object(obj)
@@ -145,10 +164,10 @@ class ServiceMirror:
             self._mark_status()
             return
         self.link_error = None
+        self._removing = None  # the Link is back: its mirrors are kept (and checked) by a new start
         if self.cluster is not None and self.cluster.cluster != spec.target_cluster_name:
             log.info("the Link now targets %s instead of %s", spec.target_cluster_name, self.cluster.cluster)
-            await self.cluster.remove_all()
-            await self._stop_cluster()
+            await (await self._stop_cluster()).remove_all()
         if self.cluster is None:
             self.metrics.target_cluster = spec.target_cluster_name
             self.cluster = ClusterMirror(self._local, spec, metrics=self.metrics, on_status=self._mark_status,
@@ -160,12 +179,16 @@ class ServiceMirror:
         await self.cluster.set_credentials(_kubeconfig_of(secret), spec.credentials_secret)
         self._mark_status()
 
-    async def _stop_cluster(self) -> None:
-        task, self._cluster_task, self.cluster = self._cluster_task, None, None
+    async def _stop_cluster(self) -> ClusterMirror:
+        """Stop the cluster mirror (which must exist); returns it."""
+        cluster, task = self.cluster, self._cluster_task
+        assert cluster is not None
+        self._cluster_task, self.cluster = None, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        return cluster
 
     # ------------------------------------------------------------------ status
 

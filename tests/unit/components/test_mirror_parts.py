@@ -1,4 +1,4 @@
-"""The service mirror's gateway prober, metrics and credentials, without a cluster."""
+"""The service mirror's parts without a cluster: gateway prober, metrics, credentials, write expectations."""
 
 from __future__ import annotations
 
@@ -165,7 +165,7 @@ async def test_the_http_probe_wants_a_200_within_its_timeout() -> None:
     app.router.add_get("/{tail:.*}", handler)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", 0, reuse_address=False)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     probe = HttpProbe()
@@ -237,3 +237,40 @@ def test_remote_failures_are_named(error: BaseException, reason: str) -> None:
     got, message = describe_failure(error, "https://127.9.0.1:6443")
     assert got == reason
     assert "https://127.9.0.1:6443" in message
+
+
+# --------------------------------------------------------------------------- the controller's small parts
+
+
+def test_what_was_written_is_seen_until_the_watch_shows_it() -> None:
+    from isthmus.components.mirror.cluster import _Expectations
+
+    clock = Clock()
+    exp = _Expectations(5.0, clock)
+    cached = {"metadata": {"name": "a-east", "namespace": "ns", "resourceVersion": "1"}}
+    written = {"metadata": {"name": "a-east", "namespace": "ns", "resourceVersion": "2"}}
+    exp.wrote("Service", written)
+    assert exp.view("Service", "ns", "a-east", cached) is written
+    exp.seen("Service", "MODIFIED", cached)  # an older event: still ours
+    assert exp.view("Service", "ns", "a-east", cached) is written
+    exp.seen("Service", "MODIFIED", written)
+    assert exp.view("Service", "ns", "a-east", written) is written
+    assert len(exp) == 0
+
+    exp.deleted("Endpoints", "ns", "a-east")
+    assert exp.view("Endpoints", "ns", "a-east", cached) is None
+    exp.seen("Endpoints", "DELETED", cached)
+    assert exp.view("Endpoints", "ns", "a-east", None) is None and len(exp) == 0
+
+    exp.wrote("Service", written)
+    clock.now += 6  # never seen (a watch that re-listed past it): the cache wins again
+    assert exp.view("Service", "ns", "a-east", cached) is cached
+
+
+def test_the_kubeconfig_of_the_credentials_secret() -> None:
+    from isthmus.components.mirror.controller import _kubeconfig_of
+
+    assert _kubeconfig_of(None) is None
+    assert _kubeconfig_of({"data": {"kubeconfig": base64.b64encode(b"k").decode()}}) == b"k"
+    assert _kubeconfig_of({"data": {}}) == b""
+    assert _kubeconfig_of({"data": {"kubeconfig": "%%%"}}) == b""

@@ -252,3 +252,24 @@ def test_custom_resources_are_served_once_their_crd_is_stored(west: Cluster, ns:
     west.kubectl("-n", ns, "patch", "gadget", "g1", "--type=merge", "-p", '{"spec":{"port":80}}')
     stored = stored_object(west, f"test.isthmus.io/gadgets/{ns}/g1")
     assert stored is not None and stored["spec"] == {"port": 80}
+
+
+def test_endpoints_written_before_their_selectorless_service_are_kept(west: Cluster, ns: str) -> None:
+    """Endpoints of a Service without selector (hand-written, or a multicluster mirror's) belong to
+    whoever wrote them: the endpoints controller neither deletes them while their Service is not
+    there yet nor after it appears; it removes them only when the Service is deleted."""
+    west.kubectl("-n", ns, "apply", "-f", "-", input=(
+        "apiVersion: v1\nkind: Endpoints\nmetadata:\n  name: external\nsubsets:\n"
+        "- addresses: [{ip: 127.200.64.250}]\n  ports: [{name: http, port: 8080}]\n"))
+    time.sleep(1)  # give the controller the chance it used to take
+    west.kubectl("-n", ns, "apply", "-f", "-", input=(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: external\nspec:\n"
+        "  ports: [{name: http, port: 80}]\n"))
+    time.sleep(1)
+    ep = west.kjson("-n", ns, "get", "endpoints", "external")
+    assert ep["subsets"][0]["addresses"][0]["ip"] == "127.200.64.250"
+    west.kubectl("-n", ns, "delete", "service", "external")
+    deadline = time.monotonic() + 20
+    while west.kubectl("-n", ns, "get", "endpoints", "external", check=False).returncode == 0:
+        assert time.monotonic() < deadline, "the Endpoints outlived their Service"
+        time.sleep(0.2)

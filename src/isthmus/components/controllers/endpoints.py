@@ -36,8 +36,11 @@ class EndpointsController:
         self.queue.add((svc["metadata"].get("namespace", ""), svc["metadata"]["name"]))
 
     def _on_endpoints(self, typ: str, ep: dict[str, Any]) -> None:
+        # Only Endpoints of a known Service are this controller's business: Endpoints written
+        # before their Service is seen (a selector-less Service's, a mirror's) are left alone,
+        # and removed only when their Service is deleted, as Kubernetes does.
         key = (ep["metadata"].get("namespace", ""), ep["metadata"]["name"])
-        if key in self.services.cache or typ != "DELETED":
+        if key in self.services.cache:
             self.queue.add(key)
 
     def _on_pod(self, typ: str, pod: dict[str, Any]) -> None:

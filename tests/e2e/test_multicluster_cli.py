@@ -147,7 +147,16 @@ def test_the_gateway_is_a_proxy_pod_that_takes_mtls_only_and_routes_by_authority
     assert svc["spec"]["type"] == "LoadBalancer"
     assert svc["metadata"]["annotations"]["mirror.isthmus.io/gateway-identity"] == GATEWAY_ID
     probe_port = next(p["port"] for p in svc["spec"]["ports"] if p["name"] == "mc-probe")
-    assert http_get(f"http://{svc['spec']['clusterIP']}:{probe_port}/ready")[0] == 200
+    deadline = time.monotonic() + 20  # the cluster's service proxy learns the endpoint shortly
+    while True:
+        try:
+            status = http_get(f"http://{svc['spec']['clusterIP']}:{probe_port}/ready")[0]
+        except OSError:
+            status = 0
+        if status == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert status == 200
     lb = ipaddress.ip_address(ingress_ip(c))
     net = ipaddress.ip_address(ip)
     assert lb.packed[:2] == net.packed[:2] and lb.packed[2] >= 192  # the cluster's 127.k.192-255 range

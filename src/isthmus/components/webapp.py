@@ -40,12 +40,11 @@ def json_errors(served: str) -> Any:
 
 
 def listen(address: tuple[str, int], backlog: int = 1024) -> socket.socket:
-    """A listening TCP socket; SO_REUSEADDR only for a fixed port (with port 0 the kernel may
-    pick a port a connected socket holds, and listen() then fails)."""
+    """A listening TCP socket with SO_REUSEADDR, so a restarted service can take its port back
+    while connections of the old one are in TIME_WAIT."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
-        if address[1] != 0:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
         sock.listen(backlog)
     except BaseException:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 from aiohttp import web
@@ -71,3 +71,33 @@ async def serve(app: web.Application, address: tuple[str, int], ctx: ssl.SSLCont
         raise
     port: int = sock.getsockname()[1]
     return runner, port
+
+
+class WebService:
+    """What the control-plane HTTPS services share: their listeners, URLs and runners.
+
+    A subclass sets `_address`, `_admin_address`, `_runners = []`, `port` and
+    `admin_port` in its constructor; `_runner_options` go to aiohttp's AppRunner.
+    """
+
+    _address: tuple[str, int]
+    _admin_address: tuple[str, int] | None
+    _runners: list[web.AppRunner]
+    _runner_options: ClassVar[dict[str, Any]] = {}
+    port: int
+    admin_port: int
+
+    @property
+    def url(self) -> str:
+        return f"https://{self._address[0]}:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        """The admin base URL; empty when the service has no admin address."""
+        return f"http://{self._admin_address[0]}:{self.admin_port}" if self._admin_address else ""
+
+    async def _serve(self, app: web.Application, address: tuple[str, int],
+                     ctx: ssl.SSLContext | None) -> int:
+        runner, port = await serve(app, address, ctx, **self._runner_options)
+        self._runners.append(runner)
+        return port

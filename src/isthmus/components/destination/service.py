@@ -40,7 +40,7 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 from aiohttp import web
@@ -50,7 +50,7 @@ from lightkube.resources.core_v1 import Endpoints, Pod, Service
 from isthmus.adapters.kube import Informer
 from isthmus.adapters.x509 import Credentials
 from isthmus.components.identity.tlsconfig import server_context, use_credentials
-from isthmus.components.webapp import json_errors, json_response, serve
+from isthmus.components.webapp import WebService, json_errors, json_response
 from isthmus.core.destination import (
     DEFAULT_CLUSTER_DOMAIN,
     RESOLVE_PATH,
@@ -124,8 +124,11 @@ class _Watch:
         event.set()
 
 
-class DestinationService:
+class DestinationService(WebService):
     """The destination service of one cluster (see the module docstring)."""
+
+    # Handlers are cancelled when their client goes away: that is how a stream learns of it.
+    _runner_options: ClassVar[dict[str, Any]] = {"handler_cancellation": True, "shutdown_timeout": 5.0}
 
     def __init__(self, kube: AsyncClient, credentials: Callable[[], Credentials | None],
                  trust_anchors_pem: bytes, *, trust_domain: str = DEFAULT_TRUST_DOMAIN,
@@ -167,15 +170,6 @@ class DestinationService:
     # ------------------------------------------------------------------ lifecycle
 
     @property
-    def url(self) -> str:
-        return f"https://{self._address[0]}:{self.port}"
-
-    @property
-    def admin_url(self) -> str:
-        """The admin base URL; empty when the service has no admin address."""
-        return f"http://{self._admin_address[0]}:{self.admin_port}" if self._admin_address else ""
-
-    @property
     def ready(self) -> bool:
         """True once every informer has listed its objects."""
         return all(i.synced.is_set() for i in self.informers)
@@ -209,14 +203,6 @@ class DestinationService:
             await self.close()
             raise
         log.info("destination service for %s listening on %s", self.cluster_domain, self.url)
-
-    async def _serve(self, app: web.Application, address: tuple[str, int],
-                     ctx: ssl.SSLContext | None) -> int:
-        # Handlers are cancelled when their client goes away: that is how a stream learns of it.
-        runner, port = await serve(app, address, ctx, handler_cancellation=True,
-                                   shutdown_timeout=5.0)
-        self._runners.append(runner)
-        return port
 
     async def close(self) -> None:
         """End every stream, stop listening and watching."""

@@ -68,7 +68,7 @@ from isthmus.components.identity.reviews import (
     lightkube_token_reviewer as lightkube_token_reviewer,  # re-exported
 )
 from isthmus.components.identity.tlsconfig import server_context, use_credentials
-from isthmus.components.webapp import json_errors, json_response, serve
+from isthmus.components.webapp import WebService, json_errors, json_response
 from isthmus.core.identity import (
     check_csr_names,
     parse_workload_identity,
@@ -97,7 +97,7 @@ def _rfc3339(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class IdentityService:
+class IdentityService(WebService):
     """The certificate-signing service of one trust domain (see the module docstring)."""
 
     def __init__(self, *, issuer: Credentials, trust_anchors_pem: bytes, trust_domain: str,
@@ -133,15 +133,6 @@ class IdentityService:
 
     # ------------------------------------------------------------------ lifecycle
 
-    @property
-    def url(self) -> str:
-        return f"https://{self._address[0]}:{self.port}"
-
-    @property
-    def admin_url(self) -> str:
-        """The admin base URL; empty when the service has no admin address."""
-        return f"http://{self._admin_address[0]}:{self.admin_port}" if self._admin_address else ""
-
     async def start(self) -> None:
         """Issue the service's own leaf, listen on both addresses, and keep the leaf fresh."""
         creds = self._own_credentials()
@@ -162,12 +153,6 @@ class IdentityService:
             raise
         self._renewer = asyncio.create_task(self._renew_own(), name="identity-own-leaf")
         log.info("identity service for %s listening on %s", self.trust_domain, self.url)
-
-    async def _serve(self, app: web.Application, address: tuple[str, int],
-                     ctx: ssl.SSLContext | None) -> int:
-        runner, port = await serve(app, address, ctx)
-        self._runners.append(runner)
-        return port
 
     async def close(self) -> None:
         if self._renewer is not None:

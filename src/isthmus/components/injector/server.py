@@ -35,7 +35,7 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 from aiohttp import web
@@ -45,7 +45,7 @@ from lightkube.resources.core_v1 import Namespace, Secret
 from isthmus.adapters.incluster import InClusterError, service_address
 from isthmus.adapters.x509 import Credentials
 from isthmus.components.identity.tlsconfig import use_credentials
-from isthmus.components.webapp import json_response, serve
+from isthmus.components.webapp import WebService, json_response
 from isthmus.core.inject import InjectConfig, decide, patch
 
 log = logging.getLogger("isthmus.injector")
@@ -108,8 +108,10 @@ def server_tls_context(creds: Credentials) -> ssl.SSLContext:
     return ctx
 
 
-class InjectorServer:
+class InjectorServer(WebService):
     """The webhook server (see the module docstring)."""
+
+    _runner_options: ClassVar[dict[str, Any]] = {"handle_signals": False}
 
     def __init__(self, settings: InjectorSettings, credentials: Credentials, *,
                  namespace_annotations: NamespaceLookup, addresses: AddressLookup,
@@ -131,14 +133,6 @@ class InjectorServer:
         self._reloader: asyncio.Task[None] | None = None
         self.port = 0
         self.admin_port = 0
-
-    @property
-    def url(self) -> str:
-        return f"https://{self._address[0]}:{self.port}"
-
-    @property
-    def admin_url(self) -> str:
-        return f"http://{self._admin_address[0]}:{self.admin_port}" if self._admin_address else ""
 
     @property
     def credentials(self) -> Credentials:
@@ -166,12 +160,6 @@ class InjectorServer:
         if self._tls_source is not None:
             self._reloader = asyncio.create_task(self._reload_loop(), name="injector-tls-reload")
         log.info("proxy injector listening on %s", self.url)
-
-    async def _serve(self, app: web.Application, address: tuple[str, int],
-                     ctx: ssl.SSLContext | None) -> int:
-        runner, port = await serve(app, address, ctx, handle_signals=False)
-        self._runners.append(runner)
-        return port
 
     async def close(self) -> None:
         if self._reloader is not None:

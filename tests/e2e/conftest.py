@@ -23,6 +23,9 @@ from isthmus.adapters.clusterdir import ClusterDir
 from isthmus.components import cluster as clusters
 
 KUBECTL = os.environ.get("ISTHMUS_TEST_KUBECTL", "/usr/bin/kubectl")
+# Test clusters take numbers from here up (127.<k>.x.x); two runs at once on one machine
+# must start far apart (ISTHMUS_TEST_FIRST_CLUSTER=120 for the second, say).
+FIRST_CLUSTER = os.environ.get("ISTHMUS_TEST_FIRST_CLUSTER", "200")
 OLD_KUBECTL = "/usr/lib/google-cloud-sdk/bin/kubectl.1.29"
 
 
@@ -39,7 +42,7 @@ class Cluster:
 
     def env(self) -> dict[str, str]:
         return dict(os.environ, KUBECONFIG=str(self.kubeconfig), ISTHMUS_HOME=str(self.home),
-                    ISTHMUS_FIRST_CLUSTER_NUMBER="200", **(self.extra_env or {}))
+                    ISTHMUS_FIRST_CLUSTER_NUMBER=FIRST_CLUSTER, **(self.extra_env or {}))
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True,
                 binary: str = KUBECTL, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -62,7 +65,7 @@ class Cluster:
 
 def _start(home: Path, name: str, region: str, extra_env: dict[str, str] | None = None) -> Cluster:
     c = Cluster(name, home, home / "kubeconfig", extra_env)
-    os.environ.setdefault("ISTHMUS_FIRST_CLUSTER_NUMBER", "200")
+    os.environ.setdefault("ISTHMUS_FIRST_CLUSTER_NUMBER", FIRST_CLUSTER)
     c.isthmus("cluster", "create", name, "--region", region, "--nodes", "3")
     return c
 

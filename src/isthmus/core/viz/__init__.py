@@ -1,0 +1,1 @@
+"""Pure parts of viz: parsing scrapes, bounded history, and the queries (stat, edges, routes, top)."""

@@ -10,6 +10,8 @@ destination service is exercised in tests/e2e/test_proxy.py).
 from __future__ import annotations
 
 import asyncio
+import re
+import shutil
 import ssl
 import subprocess
 from collections.abc import AsyncIterator, Mapping
@@ -166,6 +168,17 @@ def sample(text: str, name: str, **labels: str) -> float:
         if all(f'{k}="{v}"' in head for k, v in labels.items()):
             total += float(value)
     return total
+
+
+def series(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """Every sample of `name`: its labels and value."""
+    found = []
+    for line in text.splitlines():
+        m = re.match(r"^([a-z_]+)(?:\{(.*)\})? (\S+)$", line)
+        if m and m.group(1) == name:
+            labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+            found.append((labels, float(m.group(3))))
+    return found
 
 
 async def test_request_crosses_mtls_with_identities_on_both_sides(pair: Pair) -> None:
@@ -415,6 +428,8 @@ async def test_connect_tunnels_opaque_tcp_over_mtls(pair: Pair) -> None:
         writer.close()
     finally:
         server.close()
+    # A tunnel is opaque TCP: no route of its own.
+    assert series(pair.metrics(pair.client), "route_request_total") == []
 
 
 async def test_upgrade_is_passed_through(pair: Pair) -> None:
@@ -537,6 +552,7 @@ async def test_inbound_falls_back_to_opaque_when_bytes_are_not_http(pair: Pair) 
         writer.close()
     finally:
         server.close()
+    assert series(pair.metrics(pair.server), "route_request_total") == []
 
 
 GATEWAY_ID = workload_identity("isthmus-gateway", "isthmus-multicluster")
@@ -608,3 +624,95 @@ async def test_gateway_answers_unknown_services_and_loops_clearly(pair: Pair, ga
     status, body, _ = await pair.get("/", authority="loop-east.ns:8080")
     assert status == 508
     assert b"is a mirrored service of another cluster" in body
+
+
+# ---------------------------------------------------------------- route metrics
+
+OUT_ROUTE = {"direction": "outbound", "dst": AUTHORITY, "dst_namespace": "ns",
+             "dst_service": "server"}
+IN_ROUTE = {"direction": "inbound", "dst": AUTHORITY}
+
+
+async def test_routes_are_counted_on_both_sides_with_ids_replaced(pair: Pair) -> None:
+    for path in ("/status/201?x=1", "/status/202", "/headers", "/headers?a=b",
+                 "/status/123e4567-e89b-12d3-a456-426614174000", "/status/503"):
+        await pair.get(path)
+    out, inbound = pair.metrics(pair.client), pair.metrics(pair.server)
+    for text, labels in ((out, OUT_ROUTE), (inbound, IN_ROUTE)):
+        assert sorted(series(text, "route_request_total"), key=str) == sorted([
+            ({**labels, "rt_route": "GET /status/{id}"}, 4.0),
+            ({**labels, "rt_route": "GET /headers"}, 2.0)], key=str)
+        status = {"rt_route": "GET /status/{id}"}
+        assert sample(text, "route_response_total", **status, status_code="201",
+                      classification="success") == 1
+        assert sample(text, "route_response_total", **status, status_code="503",
+                      classification="failure") == 1
+        assert sample(text, "route_response_total", **status) == 4
+        assert sample(text, "route_response_latency_ms_count", **status) == 4
+        assert sample(text, "route_response_latency_ms_bucket", **status, status_code="201",
+                      le="+Inf") == 1
+        for name in ("route_response_total", "route_response_latency_ms_count"):
+            for found, _ in series(text, name):
+                assert {k: v for k, v in found.items()
+                        if k not in ("rt_route", "status_code", "classification")} == labels
+
+
+async def test_a_retried_request_counts_once_on_its_route(pair: Pair) -> None:
+    pair.destination.set(AUTHORITY, [pair.endpoint()], policy={"retry.isthmus.io/http": "5xx"})
+    status, _, _ = await pair.get("/flaky/route")
+    assert status == 200
+    out = pair.metrics(pair.client)
+    assert sample(out, "request_total", direction="outbound") == 2  # both attempts
+    assert sample(out, "route_request_total", rt_route="GET /flaky/route") == 1
+    assert sample(out, "route_response_total", rt_route="GET /flaky/route") == 1
+    assert sample(out, "route_response_total", rt_route="GET /flaky/route",
+                  status_code="200") == 1
+
+
+async def test_proxy_errors_are_counted_on_the_route(pair: Pair) -> None:
+    status, _, _ = await pair.get("/api/1", authority="nothere.ns:8080")
+    assert status == 503
+    assert series(pair.metrics(pair.client), "route_response_total") == [
+        ({"direction": "outbound", "dst": "nothere.ns.svc.cluster.local:8080",
+          "rt_route": "GET /api/{id}", "status_code": "503", "classification": "failure"}, 1.0)]
+
+
+async def test_routes_past_the_limit_are_counted_as_other(pair: Pair) -> None:
+    for i in range(105):
+        status, _, _ = await pair.get(f"/page-{i}")
+        assert status == 404
+    for proxy, labels in ((pair.client, OUT_ROUTE), (pair.server, IN_ROUTE)):
+        found = {s[0]["rt_route"]: s[1] for s in series(pair.metrics(proxy), "route_request_total")}
+        assert len(found) == 101
+        assert found.pop("[OTHER]") == 5
+        assert found == {f"GET /page-{i}": 1 for i in range(100)}
+        assert sample(pair.metrics(proxy), "route_response_total", **labels, rt_route="[OTHER]",
+                      status_code="404") == 5
+    # Routes named before the limit keep their names.
+    await pair.get("/page-7?again=1")
+    assert sample(pair.metrics(pair.client), "route_request_total", rt_route="GET /page-7") == 2
+
+
+async def test_gateway_counts_routes_for_its_own_cluster(pair: Pair, gateway: Proxy) -> None:
+    status, _, _ = await pair.get("/status/200", authority="server-east.ns:8080")
+    assert status == 200
+    assert sample(pair.metrics(pair.client), "route_request_total", direction="outbound",
+                  dst=MIRROR, rt_route="GET /status/{id}", dst_service="server-east",
+                  dst_target_cluster="east") == 1
+    assert sample(gateway.stats.render(), "route_request_total", direction="outbound",
+                  dst=AUTHORITY, rt_route="GET /status/{id}", dst_service="server") == 1
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
+async def test_metrics_with_routes_pass_promtool(pair: Pair) -> None:
+    for path in ("/", "/status/404", "/status/500?x=1", "/headers", "/x%22y/1"):
+        await pair.get(path)
+    for proxy in (pair.client, pair.server):
+        text = pair.metrics(proxy)
+        assert series(text, "route_request_total")
+        check = await asyncio.to_thread(subprocess.run, ["promtool", "check", "metrics"],
+                                        input=text, capture_output=True, text=True, timeout=60)
+        problems = [line for line in (check.stdout + check.stderr).splitlines()
+                    if line.strip() and "abbreviated units" not in line]
+        assert check.returncode in (0, 3), check.stdout + check.stderr
+        assert problems == []

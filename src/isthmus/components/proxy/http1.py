@@ -116,6 +116,7 @@ class Request:
     rsp_bytes = 0
     rsp_started = False
     tap: Any = None                # the tap event of this request, when tapped
+    rt: Any = None                 # its route's metric cells (`stats.RouteCells`), once routed
     timer: asyncio.TimerHandle | None = None
     method = b""
 

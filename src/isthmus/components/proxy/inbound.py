@@ -56,6 +56,8 @@ class InboundRouter:
         self.tls = tls
 
     def route(self, req: Request, conn: ServerConn) -> Route:
+        if req.authority is None:
+            req.authority = req.host.decode("latin-1") if req.host else ""
         port = self.port or _host_port(req.host)
         if port is None:
             raise ProxyError(400, "no target port: a plain client must name the app port in the "
@@ -63,8 +65,6 @@ class InboundRouter:
         if not self.tls and port in self.listener.require_identity:
             raise ProxyError(403, f"port {port} requires mutual TLS (identity); call it through "
                                   f"a meshed proxy")
-        if req.authority is None:
-            req.authority = req.host.decode("latin-1") if req.host else ""
         return self.listener.route(port, req.authority, self.client_id, self.tls)
 
     async def tunnel(self, req: Request, conn: ServerConn) -> asyncio.Transport:

@@ -47,7 +47,7 @@ class Proxy:
         self.config = config
         self._static_credentials = credentials
         self._static_destination = destination
-        self.stats = ProxyStats()
+        self.stats = ProxyStats(cluster_domain=config.cluster_domain)
         self.tap = TapHub(namespace=config.namespace, workload=config.workload, pod=config.pod)
         self.tls: ProxyTls | None = None
         self.identity: IdentityClient | None = None

@@ -9,7 +9,8 @@ the pool, the request timeout, the retry policy with its budget, the
 balancer's estimator for the chosen endpoint, and the metric cells to count
 on. Retries are decided here (`should_retry`), every attempt is counted
 (`started`, and `finished` or a retried response), and the endpoint's
-latency and failures feed the balancer.
+latency and failures feed the balancer. The request's route (`route_*`
+metrics) is counted once: at its first attempt, and with its final response.
 """
 
 from __future__ import annotations
@@ -124,7 +125,11 @@ class Route:
         return req.origin_head(self.extra_headers)
 
     def started(self, req: Request, conn: ServerConn) -> None:
-        self.stats.request.value += 1
+        stats = self.stats
+        stats.request.value += 1
+        if req.attempt == 1:
+            rt = req.rt = stats.routes.cells(req.method, req.url)
+            rt.request.value += 1
         if self.ewma is not None:
             self.ewma.start()
         if self.retries and req.attempt == 1:
@@ -148,16 +153,21 @@ class Route:
         return True
 
     def finished(self, req: Request, conn: ServerConn) -> None:
-        self._record(req, req.status)
+        latency_ms = self._record(req, req.status)
+        rt = req.rt
+        if rt is not None:
+            rt.response(req.status, latency_ms)
         tap = self.tap
         if tap is not None and tap.hub.active:
             tap.response(req, conn)
 
-    def _record(self, req: Request, status: int) -> None:
+    def _record(self, req: Request, status: int) -> float:
+        """Count this attempt's response; returns its latency in ms."""
         now = time.perf_counter()
         failed = status >= 500
         # As linkerd2-proxy: from the request head to the end of the response stream.
-        self.stats.response(status, (now - req.t0) * 1000.0, failed)
+        latency_ms = (now - req.t0) * 1000.0
+        self.stats.response(status, latency_ms, failed)
         if self.ewma is not None:
             # The balancer weighs the time to the response head. A fast failure must not
             # make an endpoint look cheap: it counts as slow.
@@ -166,6 +176,7 @@ class Route:
             self.ewma.finish(max(rtt, FAILURE_RTT) if failed else rtt, mono)
             if self.accrual:
                 self.balancer.report(self.endpoint_key, not failed, mono)  # type: ignore[union-attr]
+        return latency_ms
 
     def __repr__(self) -> str:
         return f"<Route {self.pool.label}>"

@@ -6,6 +6,14 @@ labels) — its request counter and, per status code, its response counter
 and latency histogram; `conn(...)` gives `ConnStats` for connections the
 proxy opens to one upstream; `listener_hooks(...)` counts accepted
 connections. The hot path is attribute access and `+=`.
+
+Per-route metrics (`route_*`): each `RouteStats` holds the `DstRoutes` of its
+(direction, destination authority, destination labels); `DstRoutes.cells`
+maps a request's method and target to the `RouteCells` of its route name
+(`core.proxy.route_names`), through a bounded cache keyed by the raw bytes,
+so a request of a known target costs two dict lookups. A route counts each
+request once (its first attempt) and its final response, as linkerd2-proxy's
+route metrics do; the per-endpoint families count every attempt.
 """
 
 from __future__ import annotations
@@ -13,19 +21,27 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from isthmus.core.proxy.authority import AuthorityError, canonical, parse_authority
 from isthmus.core.proxy.metrics import (
+    CounterFamily,
     HistogramCell,
+    HistogramFamily,
+    ProxyMetrics,
     ValueCell,
     http_labels,
     proxy_metrics,
     response_labels,
+    route_labels,
     tcp_labels,
 )
+from isthmus.core.proxy.route_names import MAX_ROUTES, RouteNamer
 
 if TYPE_CHECKING:
     from isthmus.components.proxy.http1 import Request, ServerConn
 
 NO_TLS_REASON = {"outbound": "not_provided_by_service_discovery", "inbound": "no_tls_from_remote"}
+# Raw (method, target) → route cells remembered per destination before the cache starts over.
+ROUTE_CACHE_SIZE = 1024
 
 
 def _dst(labels: Mapping[str, str]) -> dict[str, str]:
@@ -33,23 +49,91 @@ def _dst(labels: Mapping[str, str]) -> dict[str, str]:
                                            "dst_pod", "dst_target_cluster")}
 
 
-class RouteStats:
-    __slots__ = ("_base", "_metrics", "_responses", "request")
+class _Counted:
+    """A request counter and, per status code, a response counter and a latency histogram."""
 
-    def __init__(self, stats: ProxyStats, base: tuple[str, ...]) -> None:
-        self._metrics = stats.metrics
+    __slots__ = ("_base", "_latency", "_response_total", "_responses", "request")
+
+    def __init__(self, requests: CounterFamily, responses: CounterFamily,
+                 latency: HistogramFamily, base: tuple[str, ...]) -> None:
         self._base = base
-        self.request: ValueCell = stats.metrics.request_total.cell(base)
+        self._response_total = responses
+        self._latency = latency
+        self.request: ValueCell = requests.cell(base)
         self._responses: dict[int, tuple[ValueCell, HistogramCell]] = {}
 
-    def response(self, status: int, latency_ms: float, failed: bool) -> None:
+    def response(self, status: int, latency_ms: float, failed: bool = False) -> None:
         cells = self._responses.get(status)
         if cells is None:
             labels = response_labels(self._base, status)
-            cells = self._responses[status] = (self._metrics.response_total.cell(labels),
-                                               self._metrics.response_latency_ms.cell(labels[:-1]))
+            cells = self._responses[status] = (self._response_total.cell(labels),
+                                               self._latency.cell(labels[:-1]))
         cells[0].value += 1
         cells[1].observe(latency_ms)
+
+
+class RouteCells(_Counted):
+    """One route name's `route_*` cells (see the module docstring)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"<RouteCells {self._base}>"
+
+
+class DstRoutes:
+    """The routes of one (direction, destination, destination labels); see the module docstring."""
+
+    __slots__ = ("_by_name", "_cache", "_cached", "_labels", "_metrics", "_namer")
+
+    def __init__(self, metrics: ProxyMetrics, namer: RouteNamer, labels: Mapping[str, str]) -> None:
+        self._metrics = metrics
+        self._namer = namer
+        self._labels = dict(labels)  # direction, dst and the dst_* labels, as route_labels takes them
+        self._by_name: dict[str, RouteCells] = {}
+        self._cache: dict[bytes, dict[bytes, RouteCells]] = {}  # method → target → cells
+        self._cached = 0
+
+    def __repr__(self) -> str:
+        return f"<DstRoutes {self._labels} {len(self._by_name)} routes>"
+
+    def cells(self, method: bytes, target: bytes) -> RouteCells:
+        """The cells of the route of a request with `method` and request target `target`."""
+        by_target = self._cache.get(method)
+        if by_target is not None:
+            cells = by_target.get(target)
+            if cells is not None:
+                return cells
+        return self._miss(method, target)
+
+    def _miss(self, method: bytes, target: bytes) -> RouteCells:
+        name = self._namer.name(method.decode("latin-1"), target.decode("latin-1"))
+        cells = self._by_name.get(name)
+        if cells is None:
+            m = self._metrics
+            cells = self._by_name[name] = RouteCells(
+                m.route_request_total, m.route_response_total, m.route_response_latency_ms,
+                route_labels(rt_route=name, **self._labels))
+        if self._cached >= ROUTE_CACHE_SIZE:  # many distinct targets (ids, queries): start over
+            self._cache.clear()
+            self._cached = 0
+        self._cache.setdefault(method, {})[target] = cells
+        self._cached += 1
+        return cells
+
+
+class RouteStats(_Counted):
+    """The per-endpoint cells of one route (see the module docstring), and its `DstRoutes`."""
+
+    __slots__ = ("routes",)
+
+    def __init__(self, stats: ProxyStats, base: tuple[str, ...], routes: DstRoutes) -> None:
+        m = stats.metrics
+        super().__init__(m.request_total, m.response_total, m.response_latency_ms, base)
+        self.routes = routes
+
+    def __repr__(self) -> str:
+        return f"<RouteStats {self._base}>"
 
 
 class ConnStats:
@@ -108,16 +192,25 @@ class ListenerHooks:
         route = self.stats.route(self.direction, authority, self.tls, conn.client_id or "", {})
         route.request.value += 1
         route.response(status, 0.0, status >= 500)
+        if authority and req is not None and req.method:
+            cells = route.routes.cells(req.method, req.url)
+            cells.request.value += 1
+            cells.response(status, 0.0)
 
     def refused(self, reason: str) -> None:
         self.stats.refused(self.direction, reason)
 
 
 class ProxyStats:
-    def __init__(self) -> None:
+    def __init__(self, *, cluster_domain: str = "cluster.local",
+                 max_routes: int = MAX_ROUTES) -> None:
         self.metrics = proxy_metrics()
         self.registry = self.metrics.registry
+        self.cluster_domain = cluster_domain
+        self.max_routes = max_routes
         self._routes: dict[tuple[str, ...], RouteStats] = {}
+        self._namers: dict[tuple[str, str], RouteNamer] = {}
+        self._dst_routes: dict[tuple[str, ...], DstRoutes] = {}
         self._conns: dict[tuple[str, ...], ConnStats] = {}
         self._hooks: dict[tuple[str, bool, str | None], ListenerHooks] = {}
         self.refused_total = self.registry.counter(
@@ -138,8 +231,28 @@ class ProxyStats:
                            server_id=peer_id if direction == "outbound" else "", **_dst(labels))
         stats = self._routes.get(base)
         if stats is None:
-            stats = self._routes[base] = RouteStats(self, base)
+            stats = self._routes[base] = RouteStats(self, base,
+                                                    self.dst_routes(direction, authority, labels))
         return stats
+
+    def dst_routes(self, direction: str, authority: str, labels: Mapping[str, str]) -> DstRoutes:
+        """The route cells of requests in `direction` to `authority` (named canonically: `dst`)."""
+        try:
+            dst = canonical(parse_authority(authority), self.cluster_domain) if authority else ""
+        except AuthorityError:
+            dst = authority
+        values = {"direction": direction, "dst": dst,
+                  "dst_namespace": labels.get("dst_namespace", ""),
+                  "dst_service": labels.get("dst_service", ""),
+                  "dst_target_cluster": labels.get("dst_target_cluster", "")}
+        key = tuple(values.values())
+        routes = self._dst_routes.get(key)
+        if routes is None:
+            namer = self._namers.get((direction, dst))
+            if namer is None:
+                namer = self._namers[direction, dst] = RouteNamer(self.max_routes)
+            routes = self._dst_routes[key] = DstRoutes(self.metrics, namer, values)
+        return routes
 
     def conn(self, direction: str, tls: str, peer_id: str, labels: Mapping[str, str]) -> ConnStats:
         """Cells for connections this proxy opens (peer="dst")."""

@@ -10,14 +10,19 @@ strings.
 `proxy_metrics` declares the sidecar's families with linkerd2-proxy's names
 and labels (`request_total`, `response_total`, `response_latency_ms`,
 `tcp_open_total`, `tcp_close_total`, `tcp_open_connections`,
-`tcp_read_bytes_total`, `tcp_write_bytes_total`), so dashboards and queries
-written for Linkerd work unchanged.
+`tcp_read_bytes_total`, `tcp_write_bytes_total`), and linkerd2-proxy's route
+families (`route_request_total`, `route_response_total`,
+`route_response_latency_ms`, labels `direction`, `dst`, `rt_route` and the
+destination's `dst_namespace`, `dst_service`, `dst_target_cluster`; route
+names come from `core.proxy.route_names`), so dashboards and queries written
+for Linkerd work unchanged.
 
 Promises:
 
 * `render` is the Prometheus text exposition format 0.0.4 and passes
   ``promtool check metrics`` (apart from the lint on the `_ms` unit in
-  `response_latency_ms`, a name Linkerd's queries need);
+  `response_latency_ms` and `route_response_latency_ms`, names Linkerd's
+  queries need);
 * label values are escaped (backslash, double quote, newline); an empty label
   value is left out of the sample, which Prometheus treats the same as the
   empty value, so series that differ only in unset labels stay one series;
@@ -37,6 +42,7 @@ from typing import Any
 __all__ = [
     "HTTP_LABELS",
     "LATENCY_BUCKETS_MS",
+    "ROUTE_LABELS",
     "TCP_LABELS",
     "CounterFamily",
     "GaugeFamily",
@@ -49,6 +55,7 @@ __all__ = [
     "http_labels",
     "proxy_metrics",
     "response_labels",
+    "route_labels",
     "tcp_labels",
 ]
 
@@ -310,6 +317,19 @@ def tcp_labels(*, direction: str, peer: str, authority: str = "", tls: str = "tr
             dst_namespace, dst_service, dst_deployment, dst_pod, dst_target_cluster)
 
 
+# Route metrics (linkerd2-proxy's `route_*` families): dst is the authority the
+# request was addressed to (canonical, as discovery names it), rt_route the route
+# name (`core.proxy.route_names`); the dst_* labels come from discovery (outbound).
+ROUTE_LABELS: tuple[str, ...] = ("direction", "dst", "rt_route", "dst_namespace", "dst_service",
+                                 "dst_target_cluster")
+
+
+def route_labels(*, direction: str, dst: str, rt_route: str, dst_namespace: str = "",
+                 dst_service: str = "", dst_target_cluster: str = "") -> tuple[str, ...]:
+    """Label values in `ROUTE_LABELS` order; build once per route name, not per request."""
+    return (direction, dst, rt_route, dst_namespace, dst_service, dst_target_cluster)
+
+
 _STATUS_TEXT = tuple(str(i) for i in range(600))
 
 
@@ -335,6 +355,7 @@ class ProxyMetrics:
     """The sidecar's families in one registry."""
 
     __slots__ = ("registry", "request_total", "response_latency_ms", "response_total",
+                 "route_request_total", "route_response_latency_ms", "route_response_total",
                  "tcp_close_total", "tcp_open_connections", "tcp_open_total",
                  "tcp_read_bytes_total", "tcp_write_bytes_total")
 
@@ -350,6 +371,16 @@ class ProxyMetrics:
             "Elapsed times between a request's headers being received and its response "
             "stream completing",
             (*HTTP_LABELS, "status_code"))
+        self.route_request_total = registry.counter(
+            "route_request_total", "Total count of HTTP requests, by route.", ROUTE_LABELS)
+        self.route_response_total = registry.counter(
+            "route_response_total", "Total count of HTTP responses, by route.",
+            (*ROUTE_LABELS, "status_code", "classification"))
+        self.route_response_latency_ms = registry.histogram(
+            "route_response_latency_ms",
+            "Elapsed times between a request's headers being received and its response "
+            "stream completing, by route",
+            (*ROUTE_LABELS, "status_code"))
         self.tcp_open_total = registry.counter(
             "tcp_open_total", "Total count of opened connections", TCP_LABELS)
         self.tcp_close_total = registry.counter(

@@ -11,12 +11,14 @@ import pytest
 from isthmus.core.proxy.metrics import (
     HTTP_LABELS,
     LATENCY_BUCKETS_MS,
+    ROUTE_LABELS,
     TCP_LABELS,
     Registry,
     classify,
     http_labels,
     proxy_metrics,
     response_labels,
+    route_labels,
     tcp_labels,
 )
 
@@ -149,6 +151,9 @@ def test_proxy_families_and_labels() -> None:
         "request_total": ("counter", HTTP_LABELS),
         "response_total": ("counter", (*HTTP_LABELS, "status_code", "classification")),
         "response_latency_ms": ("histogram", (*HTTP_LABELS, "status_code")),
+        "route_request_total": ("counter", ROUTE_LABELS),
+        "route_response_total": ("counter", (*ROUTE_LABELS, "status_code", "classification")),
+        "route_response_latency_ms": ("histogram", (*ROUTE_LABELS, "status_code")),
         "tcp_open_total": ("counter", TCP_LABELS),
         "tcp_close_total": ("counter", (*TCP_LABELS, "errno")),
         "tcp_open_connections": ("gauge", TCP_LABELS),
@@ -160,7 +165,10 @@ def test_proxy_families_and_labels() -> None:
                            "dst_pod", "dst_target_cluster")
     assert TCP_LABELS[:2] == ("direction", "peer")
     assert TCP_LABELS[2:] == HTTP_LABELS[1:]
+    assert ROUTE_LABELS == ("direction", "dst", "rt_route", "dst_namespace", "dst_service",
+                            "dst_target_cluster")
     assert m.response_latency_ms.bounds == LATENCY_BUCKETS_MS
+    assert m.route_response_latency_ms.bounds == LATENCY_BUCKETS_MS
 
 
 def test_label_helpers_follow_the_declared_order() -> None:
@@ -175,6 +183,13 @@ def test_label_helpers_follow_the_declared_order() -> None:
     tcp = tcp_labels(direction="inbound", peer="src", tls="no_identity",
                      no_tls_reason="not_provided_by_remote")
     assert dict(zip(TCP_LABELS, tcp, strict=True))["no_tls_reason"] == "not_provided_by_remote"
+    route = route_labels(direction="outbound", dst="web-svc.emojivoto.svc.cluster.local:80",
+                         rt_route="GET /api/vote/{id}", dst_service="web-svc-east",
+                         dst_target_cluster="east")
+    assert dict(zip(ROUTE_LABELS, route, strict=True)) == {
+        "direction": "outbound", "dst": "web-svc.emojivoto.svc.cluster.local:80",
+        "rt_route": "GET /api/vote/{id}", "dst_namespace": "", "dst_service": "web-svc-east",
+        "dst_target_cluster": "east"}
 
 
 @pytest.mark.parametrize(("status", "expected"), [
@@ -212,13 +227,22 @@ def full_proxy_registry() -> str:
     m.tcp_open_connections.cell(tcp).value += 0
     m.tcp_read_bytes_total.cell(tcp).value += 1234
     m.tcp_write_bytes_total.cell(tcp).value += 56
+    for rt in (route_labels(direction="outbound", dst="web-svc.emojivoto.svc.cluster.local:80",
+                            rt_route="GET /api/vote/{id}", dst_namespace="emojivoto",
+                            dst_service="web-svc-east", dst_target_cluster="east"),
+               route_labels(direction="inbound", dst="web-svc.emojivoto.svc.cluster.local:80",
+                            rt_route="[OTHER]")):
+        m.route_request_total.cell(rt).value += 2
+        m.route_response_total.cell(response_labels(rt, 200)).value += 1
+        m.route_response_total.cell(response_labels(rt, None)).value += 1
+        m.route_response_latency_ms.cell(response_labels(rt, 200)[:-1]).observe(3.5)
     return m.registry.render()
 
 
 def test_every_proxy_family_has_samples_in_the_promtool_input() -> None:
     text = full_proxy_registry()
     for name in proxy_metrics().registry.families:
-        suffix = "_count" if name == "response_latency_ms" else ""
+        suffix = "_count" if name.endswith("response_latency_ms") else ""
         assert any(line.startswith(f"{name}{suffix}{{") for line in text.splitlines()), name
 
 
@@ -232,8 +256,9 @@ def test_promtool_accepts_the_proxy_metrics() -> None:
         return
     # 3 is promtool's exit code for lint problems (1 would be a parse error).
     assert result.returncode == 3, output
-    assert output.splitlines() == [
-        "response_latency_ms metric names should not contain abbreviated units"]
+    assert sorted(output.splitlines()) == [
+        "response_latency_ms metric names should not contain abbreviated units",
+        "route_response_latency_ms metric names should not contain abbreviated units"]
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")

@@ -84,9 +84,9 @@ class Top:
             return
         rsp = event.get("responseInitEvent")
         if rsp is not None:
-            key = self._open.pop(self._id(event, rsp), None)
-            if key is not None:
-                self._count(key, _ms(rsp.get("sinceRequestInit")), rsp.get("httpStatus"))
+            ident = self._id(event, rsp)
+            if ident in self._open:
+                self._count(self._open.pop(ident), _ms(rsp.get("sinceRequestInit")), rsp.get("httpStatus"))
 
     @staticmethod
     def _id(event: dict[str, Any], part: dict[str, Any]) -> tuple[Any, ...]:

@@ -68,6 +68,9 @@ PROXY_VERSION_ANNOTATION = "isthmus.io/proxy-version"
 DEFAULT_CONTAINER_ANNOTATION = "kubectl.kubernetes.io/default-container"
 CONTROL_PLANE_NS_LABEL = "isthmus.io/control-plane-ns"
 PROXY_DEPLOYMENT_LABEL = "isthmus.io/proxy-deployment"
+# The pod's service account, for Prometheus' relabelling (its pod discovery does not show it);
+# set when the name fits a label value (63 characters).
+PROXY_SERVICEACCOUNT_LABEL = "isthmus.io/proxy-serviceaccount"
 WORKLOAD_NS_LABEL = "isthmus.io/workload-ns"
 PROXY_CONTAINER = "isthmus-proxy"
 INBOUND_PORT = 4143
@@ -270,6 +273,10 @@ def patch(pod: Mapping[str, Any], namespace: str, config: InjectConfig) -> list[
     workload = workload_of(pod)
     if workload is not None and workload[0] == "deploy":
         labels[PROXY_DEPLOYMENT_LABEL] = workload[1]
+    spec: Mapping[str, Any] = pod["spec"] if isinstance(pod.get("spec"), Mapping) else {}
+    account = str(spec.get("serviceAccountName") or spec.get("serviceAccount") or "default")
+    if len(account) <= 63:
+        labels[PROXY_SERVICEACCOUNT_LABEL] = account
     ops += _map_ops(pod, "labels", labels)
     for index, container in enumerate(containers):
         ops += _app_env_ops(index, container)

@@ -234,7 +234,8 @@ def _gateway(values: GatewayValues) -> list[dict[str, Any]]:
     selector = {"app": GATEWAY_NAME}
     labels = {**selector, GATEWAY_LABEL: "true"}
     template_labels = {**selector, CONTROL_PLANE_NS_LABEL: values.proxy.control_plane_namespace,
-                       "isthmus.io/workload-ns": NAMESPACE, "isthmus.io/proxy-deployment": GATEWAY_NAME}
+                       "isthmus.io/workload-ns": NAMESPACE, "isthmus.io/proxy-deployment": GATEWAY_NAME,
+                       "isthmus.io/proxy-serviceaccount": GATEWAY_NAME}
     deployment = {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": _meta(GATEWAY_NAME, labels=labels),

@@ -159,7 +159,8 @@ def test_annotations_and_labels() -> None:
     assert meta["annotations"] == {"isthmus.io/inject": "enabled", "isthmus.io/proxy-version": "0.1.0",
                                    "kubectl.kubernetes.io/default-container": "web"}
     assert meta["labels"] == {"app": "web", "isthmus.io/control-plane-ns": "isthmus",
-                              "isthmus.io/workload-ns": "emojivoto", "isthmus.io/proxy-deployment": "web"}
+                              "isthmus.io/workload-ns": "emojivoto", "isthmus.io/proxy-deployment": "web",
+                              "isthmus.io/proxy-serviceaccount": "web"}
     # A pod without annotations or labels gets the maps; a set default container is kept.
     bare = pod(annotations={"kubectl.kubernetes.io/default-container": "other"})
     del bare["metadata"]["labels"]

@@ -26,6 +26,7 @@ from isthmus.cli.controlplane import HELP_PANEL, destination_cmd, identity_cmd, 
 from isthmus.cli.install import inject_cmd, install_cmd, uninstall_cmd
 from isthmus.cli.mirror import service_mirror_cmd
 from isthmus.cli.multicluster import multicluster_app
+from isthmus.cli.viz import viz_api_cmd, viz_app
 from isthmus.components import cluster as clusters
 from isthmus.components.cluster import ClusterError
 
@@ -43,6 +44,8 @@ app.command("destination", rich_help_panel=HELP_PANEL)(destination_cmd)
 app.command("proxy-injector", rich_help_panel=HELP_PANEL)(proxy_injector_cmd)
 app.command("service-mirror", rich_help_panel=HELP_PANEL)(service_mirror_cmd)
 app.add_typer(multicluster_app, name="multicluster")
+app.add_typer(viz_app, name="viz")
+app.command("viz-api", rich_help_panel=HELP_PANEL)(viz_api_cmd)
 
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)

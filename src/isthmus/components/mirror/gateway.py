@@ -65,14 +65,21 @@ async def resolve_addresses(hosts: Iterable[str], resolver: Resolver) -> tuple[t
 
 
 class HttpProbe:
-    """GET over plain HTTP with one shared aiohttp session (proxy variables ignored)."""
+    """GET over plain HTTP with one shared aiohttp session (proxy variables ignored).
 
-    def __init__(self) -> None:
+    `source_ip` (the pod's IP) is bound before connecting, as a pod's packets
+    carry its IP (an embedded cluster's service proxy tells the caller's
+    cluster, and region, from it).
+    """
+
+    def __init__(self, *, source_ip: str | None = None) -> None:
         self._session: aiohttp.ClientSession | None = None
+        self._source_ip = source_ip
 
     async def __call__(self, address: str, port: int, path: str, timeout: float) -> None:
         if self._session is None:
-            self._session = aiohttp.ClientSession(trust_env=False)
+            connector = aiohttp.TCPConnector(local_addr=(self._source_ip, 0)) if self._source_ip else None
+            self._session = aiohttp.ClientSession(trust_env=False, connector=connector)
         host = f"[{address}]" if ":" in address else address
         async with self._session.get(f"http://{host}:{port}{path}",
                                      timeout=aiohttp.ClientTimeout(total=timeout)) as resp:

@@ -61,6 +61,8 @@ def service_mirror_cmd(
     from isthmus.adapters.clusterdir import isthmus_home
     from isthmus.adapters.incluster import InClusterError, in_cluster_config
     from isthmus.components.mirror import run
+    from isthmus.components.mirror.gateway import HttpProbe
+    from isthmus.components.proxy.dial import source_ip_for
 
     level = logging.getLevelName(log_level.upper())
     logging.basicConfig(level=level if isinstance(level, int) else logging.INFO,
@@ -98,7 +100,9 @@ def service_mirror_cmd(
             loop.add_signal_handler(sig, stop.set)
         client = AsyncClient(config=config, trust_env=False)
         try:
-            await run(client, link, namespace=namespace, admin_address=admin, stop=stop, workers=workers)
+            probe = HttpProbe(source_ip=source_ip_for(os.environ.get("POD_IP") or ""))
+            await run(client, link, namespace=namespace, admin_address=admin, stop=stop, workers=workers,
+                      probe=probe)
         finally:
             await client.close()
 

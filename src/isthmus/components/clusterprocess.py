@@ -32,6 +32,7 @@ from isthmus.components.controllers.endpoints import EndpointsController
 from isthmus.components.controllers.nodeagent import NodeAgent
 from isthmus.components.podrunner import PodRunner
 from isthmus.components.serviceproxy import ServiceProxy
+from isthmus.components.serviceproxy.wan import RegionDelays
 from isthmus.core.network import API_PORT, HTTP_PROXY_PORT, ClusterNetwork
 
 log = logging.getLogger("isthmus.cluster")
@@ -123,7 +124,8 @@ async def serve(cdir: ClusterDir, *, history: int = 10_000, bookmark_interval: f
     client = client_from_certs(f"https://{net.api_ip}:{API_PORT}", pki.ca_cert, cert, key)
     agent = NodeAgent(client, config=config, runner=runner, ca_pem=pki.ca_cert.read_bytes())
     agent_ref.append(agent)
-    proxy = ServiceProxy(http_proxy_address=(net.proxy_ip, HTTP_PROXY_PORT), pod_namespace=agent.namespace_of_ip)
+    proxy = ServiceProxy(http_proxy_address=(net.proxy_ip, HTTP_PROXY_PORT), pod_namespace=agent.namespace_of_ip,
+                         client_delay=RegionDelays(cdir.home, config.region))
     await proxy.start()
     deployments = DeploymentController(client, clock=utcnow)
     endpoints = EndpointsController(client)

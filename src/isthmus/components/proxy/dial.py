@@ -82,16 +82,28 @@ def describe_failure(label: str, exc: BaseException) -> str:
     return f"could not connect to {label}: {exc}"
 
 
+def source_ip_for(listen_host: str) -> str | None:
+    """The address to connect from: a pod's own loopback IP (embedded runner), else the kernel's choice."""
+    return listen_host if listen_host.startswith("127.") and listen_host != "127.0.0.1" else None
+
+
 async def dial(factory: Callable[[], asyncio.Protocol], host: str, port: int, *,
                ssl_ctx: ssl.SSLContext | None, peer_id: str | None, header: bytes,
-               timeout: float, label: str) -> tuple[asyncio.Transport, asyncio.Protocol]:
-    """Connect (with TLS when `ssl_ctx`), then send `header`; raises ProxyError(502)."""
+               timeout: float, label: str, source_ip: str | None = None,
+               ) -> tuple[asyncio.Transport, asyncio.Protocol]:
+    """Connect (with TLS when `ssl_ctx`), then send `header`; raises ProxyError(502).
+
+    `source_ip` (the pod's IP) is bound before connecting, so the peer sees
+    which pod is calling, as on Kubernetes (and an embedded cluster's service
+    proxy knows the caller's cluster; see `components.serviceproxy.wan`).
+    """
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(timeout):
             transport, protocol = await loop.create_connection(
                 factory, host, port, ssl=ssl_ctx,
-                server_hostname=peer_id if ssl_ctx is not None else None)
+                server_hostname=peer_id if ssl_ctx is not None else None,
+                local_addr=(source_ip, 0) if source_ip else None)
     except ssl.SSLError as e:
         reason = ("tls_identity_mismatch" if isinstance(e, IdentityMismatch) else
                   "tls_untrusted" if isinstance(e, ssl.SSLCertVerificationError) else "tls_handshake")

@@ -146,8 +146,10 @@ class OutboundRouter:
 
     def __init__(self, *, destination: DestinationClient | None, tls: ProxyTls | None,
                  stats: ProxyStats, tap: TapHub, cluster_domain: str = "cluster.local",
-                 connect_timeout: float = 3.0, rng: random.Random | None = None) -> None:
+                 connect_timeout: float = 3.0, rng: random.Random | None = None,
+                 source_ip: str | None = None) -> None:
         self.destination = destination
+        self.source_ip = source_ip  # bound before connecting (the pod's IP), None: the kernel's choice
         self.tls = tls
         self.stats = stats
         self.tap = tap
@@ -266,9 +268,9 @@ class OutboundRouter:
                       else th.local(protocol, e.port)).encode()
             return await dial(factory, e.addr, e.proxy_port, ssl_ctx=ctx, peer_id=e.identity,
                               header=header, timeout=self.connect_timeout,
-                              label=f"{label} ({e.identity})")
+                              label=f"{label} ({e.identity})", source_ip=self.source_ip)
         return await dial(factory, e.addr, e.port, ssl_ctx=None, peer_id=None, header=b"",
-                          timeout=self.connect_timeout, label=label)
+                          timeout=self.connect_timeout, label=label, source_ip=self.source_ip)
 
     def sweep(self) -> None:
         """Forget targets nobody asked for in a while (their resolutions are released)."""

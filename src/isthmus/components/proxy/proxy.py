@@ -23,6 +23,7 @@ from isthmus.components.destination import DestinationClient
 from isthmus.components.identity import IdentityClient
 from isthmus.components.proxy.admin import AdminServer
 from isthmus.components.proxy.config import ProxyConfig
+from isthmus.components.proxy.dial import source_ip_for
 from isthmus.components.proxy.http1 import ServerConn
 from isthmus.components.proxy.inbound import InboundListener
 from isthmus.components.proxy.outbound import OutboundRouter
@@ -96,7 +97,8 @@ class Proxy:
                 credentials=(lambda: tls.creds) if tls is not None else None)
         self.outbound = OutboundRouter(destination=self.destination, tls=self.tls, stats=self.stats,
                                        tap=self.tap, cluster_domain=cfg.cluster_domain,
-                                       connect_timeout=cfg.connect_timeout)
+                                       connect_timeout=cfg.connect_timeout,
+                                       source_ip=source_ip_for(cfg.outbound[0]))
         outbound, hooks = self.outbound, self.stats.listener_hooks("outbound", False, None, self.conns)
         server = await loop.create_server(lambda: ServerConn(outbound, hooks), *cfg.outbound,
                                           reuse_address=cfg.outbound[1] != 0, backlog=1024)

@@ -56,6 +56,8 @@ from .tcp import (
 log = logging.getLogger("isthmus.serviceproxy")
 
 PodNamespace = Callable[[str], str | None]
+ClientDelay = Callable[[str], float]
+"""Client IP → seconds each direction of its connections is held (emulated WAN latency)."""
 
 
 class ServiceProxyError(Exception):
@@ -67,12 +69,15 @@ class ServiceProxy:
 
     `pod_namespace` maps a client's pod IP to its namespace, for short names
     (`svc`) in the HTTP proxy; unknown clients are in `default`.
+    `client_delay` maps a client's IP to a one-way delay for its connections to
+    cluster and load-balancer IPs (`components.serviceproxy.wan.RegionDelays`:
+    clients in another region's cluster feel the WAN between them).
     """
 
     def __init__(self, *, http_proxy_address: tuple[str, int],
                  cluster_domain: str = DEFAULT_CLUSTER_DOMAIN, bind_services: bool = True,
                  pod_namespace: PodNamespace | None = None, connect_timeout: float = 5.0,
-                 idle_timeout: float = 30.0) -> None:
+                 idle_timeout: float = 30.0, client_delay: ClientDelay | None = None) -> None:
         if not is_loopback_ip(http_proxy_address[0]):
             raise ServiceProxyError("the cluster HTTP proxy must listen on a 127.0.0.0/8 address,"
                                     f" not {http_proxy_address[0]!r}")
@@ -81,6 +86,7 @@ class ServiceProxy:
         self._domain = cluster_domain
         self._bind_services = bind_services
         self._pod_namespace = pod_namespace
+        self._client_delay = client_delay
         self._timeout = connect_timeout
         self._map = ServiceMap(cluster_domain=cluster_domain)
         self._picker = RoundRobin()
@@ -205,8 +211,14 @@ class ServiceProxy:
             except ConnectFailed as exc:
                 log.info("service %s: no backend accepted a connection (%s)", service.service, exc)
                 return
-            await relay(reader, writer, up_reader, up_writer)
+            await relay(reader, writer, up_reader, up_writer, one_way=self._delay_for(writer))
         return self._connections.wrap(handle)
+
+    def _delay_for(self, writer: asyncio.StreamWriter) -> float:
+        if self._client_delay is None:
+            return 0.0
+        peer = writer.get_extra_info("peername")
+        return self._client_delay(peer[0]) if isinstance(peer, tuple) else 0.0
 
     # ------------------------------------------------------------------ HTTP routing
 

@@ -15,7 +15,9 @@ Promises:
 * a listener only ever binds a loopback address it was given; backends are
   connected in the order given, the next one tried when a connect fails;
 * a relay passes half-closes on (EOF one way keeps the other way open) and
-  closes both sockets when both ways are done or either fails;
+  closes both sockets when both ways are done or either fails; a relay given a
+  one-way delay (emulated WAN latency) keeps the bytes' order and never
+  delivers early;
 * `Connections` knows every live connection task, so closing cancels them all;
 * `BackendPool` hands out only idle connections that the backend has not
   closed, and closes them after their idle timeout.
@@ -31,12 +33,14 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Generic, TypeVar
 
 from isthmus.core.servicemap import Backend, ListenerKey, ServicePort
+from isthmus.core.wan import due_at
 
 log = logging.getLogger("isthmus.serviceproxy")
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 CHUNK = 64 * 1024
+DELAY_QUEUE = 64  # chunks held at most by one direction of a delayed relay
 
 
 class ConnectFailed(Exception):
@@ -84,12 +88,70 @@ async def _pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter,
         abort(other)
 
 
-async def relay(a_reader: asyncio.StreamReader, a_writer: asyncio.StreamWriter,
-                b_reader: asyncio.StreamReader, b_writer: asyncio.StreamWriter) -> None:
-    """Copy bytes both ways until both directions end, then close both connections."""
+async def _delayed_pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter,
+                        other: asyncio.StreamWriter, due: Callable[[float], float]) -> None:
+    """`_pump` through a delay line: bytes read at t are written at `due(t)` (never earlier).
+
+    Reading goes on while earlier bytes wait, so the delay adds latency without
+    limiting throughput; at most `DELAY_QUEUE` chunks wait (then reading pauses,
+    which is TCP's back-pressure). The end of the stream waits its turn too.
+    """
+    loop = asyncio.get_running_loop()
+    line: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(DELAY_QUEUE)
+
+    async def deliver() -> None:
+        while True:
+            when, data = await line.get()
+            wait = when - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if not data:
+                if not dst.is_closing() and dst.can_write_eof():
+                    dst.write_eof()
+                return
+            dst.write(data)
+            await dst.drain()
+
+    delivering = asyncio.create_task(deliver())
     try:
-        await asyncio.gather(_pump(a_reader, b_writer, a_writer),
-                             _pump(b_reader, a_writer, b_writer))
+        while data := await src.read(CHUNK):
+            if delivering.done():
+                break
+            await line.put((due(loop.time()), data))
+        if not delivering.done():
+            await line.put((due(loop.time()), b""))
+        await delivering
+    except (OSError, RuntimeError):
+        abort(dst)
+        abort(other)
+    finally:
+        if not delivering.done():
+            delivering.cancel()
+            with contextlib.suppress(asyncio.CancelledError, OSError, RuntimeError):
+                await delivering
+
+
+async def relay(a_reader: asyncio.StreamReader, a_writer: asyncio.StreamWriter,
+                b_reader: asyncio.StreamReader, b_writer: asyncio.StreamWriter, *,
+                one_way: float = 0.0) -> None:
+    """Copy bytes both ways until both directions end, then close both connections.
+
+    With `one_way` > 0 (seconds; emulated WAN latency, `isthmus.core.wan`) the
+    connection is a delay line: a's bytes reach b no earlier than one way
+    after they were read and not before the TCP handshake a real WAN would have
+    cost; b's answers reach a one way later.
+    """
+    try:
+        if one_way <= 0:
+            await asyncio.gather(_pump(a_reader, b_writer, a_writer),
+                                 _pump(b_reader, a_writer, b_writer))
+            return
+        opened = asyncio.get_running_loop().time()
+        await asyncio.gather(
+            _delayed_pump(a_reader, b_writer, a_writer, lambda t: due_at(
+                t, opened_at=opened, one_way=one_way, towards_server=True)),
+            _delayed_pump(b_reader, a_writer, b_writer, lambda t: due_at(
+                t, opened_at=opened, one_way=one_way, towards_server=False)))
     finally:
         a_writer.close()
         b_writer.close()

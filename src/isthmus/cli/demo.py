@@ -1,73 +1,759 @@
-"""`isthmus demo-cluster`: one embedded cluster with the mesh installed and emojivoto meshed.
+"""`isthmus demo`: the two-region walkthrough in one command; `isthmus demo down` undoes it.
 
-The README's main command at this stage (the two-region `isthmus demo` comes
-with multicluster). Every step is a real command a user could type — the
-`isthmus` CLI and the real `kubectl` — printed before it runs, with its
-time. Running it again reuses the cluster, the certificates and whatever is
-already applied (`kubectl apply` is idempotent).
+`isthmus demo` makes what the README's tutorial makes by hand, with the same
+commands (the `isthmus` CLI and the real `kubectl`, each shown as it runs):
+clusters west (sfo3) and east (syd1) with 3 nodes each, one trust anchor and
+an issuer per cluster, the CRDs, the control plane, multicluster and viz on
+both, emojivoto on both, west linked to east, `web-svc` exported from east and
+west's vote-bot pointed at `web-svc-east`. Then it shows what matters: the
+mirrored service and its endpoints, east's gateway address, live tap lines
+from west's vote-bot to that gateway (`tls=true`), `multicluster gateways`,
+and the two dashboards' URLs.
+
+Promises:
+
+* every step says what it does and how long it took: rich output on a
+  terminal (a spinner, then one line per step), plain lines otherwise;
+* running it again reuses what is there: each step first asks the clusters
+  whether its result exists (a tutorial done by hand counts) and is skipped
+  when it does; nothing is re-created;
+* `--detach` leaves the dashboards running in the background (their pids
+  under `$ISTHMUS_HOME/demo/`); `--serve` serves them until Ctrl-C. Without
+  either, a terminal gets `--serve` and anything else (a script, CI) gets
+  `--detach`, so a script never hangs;
+* `--wan-latency` sets the emulated WAN round trip between regions
+  (`auto`: typical values, sfo3-syd1 150 ms; a number of ms; `0`: off),
+  written to `$ISTHMUS_HOME/wan.json` for the clusters' service proxies
+  (`isthmus.core.wan`); without it the file is left as it is;
+* `isthmus demo down` stops the dashboards, deletes both clusters (their
+  processes and pods), the demo's certificates and settings, then looks for
+  any process still running from `$ISTHMUS_HOME` and stops it: nothing the
+  demo made is left running or on disk.
+
+`isthmus demo-cluster` (`run`) is the single-cluster variant: one cluster,
+the mesh, emojivoto meshed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import typer
 from rich.console import Console
+from rich.markup import escape
 
 from isthmus.adapters import kubeconfig
-from isthmus.adapters.clusterdir import ClusterDir, isthmus_home
+from isthmus.adapters.clusterdir import ClusterDir, all_clusters, isthmus_home
 from isthmus.components import cluster as clusters
 from isthmus.components.cluster import ClusterError
+from isthmus.components.serviceproxy.wan import read_setting, wan_file, write_setting
 from isthmus.core.network import HTTP_PROXY_PORT, ClusterNetwork
+from isthmus.core.wan import WanSettingError, parse_setting
 
 ROOT = Path(__file__).resolve().parents[3]
 EMOJIVOTO = ROOT / "deploy" / "emojivoto.yml"
+
+CLUSTERS = (("west", "sfo3"), ("east", "syd1"))
+DEPLOYMENTS = ("emoji", "voting", "web", "vote-bot")
+MC = "isthmus-multicluster"
+VIZ = "isthmus-viz"
+DASHBOARD_PORT = 50750  # west's; east's is 10 higher, as in the walkthrough
+TAP_LINES = 6
+TAP_WAIT = 30.0
 
 
 class DemoError(Exception):
     pass
 
 
-class Steps:
-    """Runs and prints the demo's commands; a failing required step stops the demo with its output."""
+# ---------------------------------------------------------------------------- output
 
-    def __init__(self, out: Console, env: dict[str, str]) -> None:
-        self.out = out
+
+def _plain_time(seconds: float) -> str:
+    return f"{seconds:.1f} s"
+
+
+@dataclass
+class Step:
+    title: str
+    commands: list[str] = field(default_factory=list)
+    reused: bool = False
+    note: str = ""
+
+
+class Reporter:
+    """Steps with their times: a spinner and one line per step on a terminal, plain lines otherwise."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.rich = console.is_terminal
+        self.started = time.monotonic()
+
+    def line(self, text: str, style: str | None = None) -> None:
+        self.console.print(text, style=style if self.rich else None, highlight=False, markup=False,
+                           soft_wrap=True)
+
+    def heading(self, text: str) -> None:
+        if self.rich:
+            self.console.rule(text)
+        else:
+            self.console.print(f"\n== {text}", highlight=False, markup=False)
+
+    def command(self, shown: str) -> None:
+        self.line(f"  $ {shown}", "dim")
+
+    def output(self, text: str) -> None:
+        if text.strip():
+            for row in text.rstrip().splitlines():
+                self.line(f"    {row}")
+
+    @contextlib.contextmanager
+    def step(self, title: str) -> Iterator[Step]:
+        step = Step(title)
+        start = time.monotonic()
+        if not self.rich:
+            self.console.print(f"-> {title}", highlight=False, markup=False)
+        status = self.console.status(escape(title)) if self.rich else contextlib.nullcontext()
+        try:
+            with status:
+                yield step
+        except BaseException:
+            if self.rich:
+                self.console.print(f"[red]✗[/red] {escape(title)}", highlight=False)
+            else:
+                self.console.print(f"   failed: {title}", highlight=False, markup=False)
+            raise
+        took = time.monotonic() - start
+        what = "already there" if step.reused else "done"
+        if step.note:
+            what += f"; {step.note}"
+        if self.rich:
+            mark = "[cyan]=[/cyan]" if step.reused else "[green]✓[/green]"
+            self.console.print(f"{mark} {escape(title)}  [dim]{what}, {_plain_time(took)}[/dim]",
+                               highlight=False)
+        else:
+            self.console.print(f"   {what} ({_plain_time(took)})", highlight=False, markup=False)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+class Shell:
+    """Runs the demo's commands (the real `isthmus` and `kubectl`), showing each one that changes something."""
+
+    def __init__(self, report: Reporter, env: dict[str, str]) -> None:
+        self.report = report
         self.env = env
         self.isthmus = str(Path(sys.executable).parent / "isthmus")
-        self.kubectl = shutil.which("kubectl") or "/usr/bin/kubectl"
+        self.kubectl = shutil.which("kubectl", path=env.get("PATH")) or "/usr/bin/kubectl"
 
-    def show(self, argv: list[str], *, stdin: str | None = None, shown: str | None = None,
-             check: bool = True, capture: bool = False, timeout: float = 180) -> str:
-        self.out.print(f"$ {shown or shlex.join(argv)}", style="bold", highlight=False)
-        start = time.monotonic()
-        proc = subprocess.run(argv, input=stdin, text=True, env=self.env, timeout=timeout,
-                              capture_output=True)
-        if not capture and proc.stdout:
-            self.out.print(proc.stdout.rstrip(), highlight=False, markup=False)
+    def run(self, argv: list[str], *, shown: str, stdin: str | None = None, show: bool = True,
+            check: bool = True, timeout: float = 240) -> str:
+        if show:
+            self.report.command(shown)
+        try:
+            proc = subprocess.run(argv, input=stdin, text=True, env=self.env, timeout=timeout,
+                                  capture_output=True)
+        except subprocess.TimeoutExpired:
+            raise DemoError(f"`{shown}` did not finish within {timeout:.0f} s") from None
         if proc.returncode != 0 and check:
-            raise DemoError(f"`{shown or shlex.join(argv)}` failed ({proc.returncode}):\n"
-                            f"{proc.stderr.strip()}")
-        if proc.stderr.strip() and not capture:
-            self.out.print(proc.stderr.rstrip(), style="yellow", highlight=False, markup=False)
-        self.out.print(f"  ({time.monotonic() - start:.1f} s)", style="dim", highlight=False)
+            raise DemoError(f"`{shown}` failed ({proc.returncode}): {proc.stderr.strip()}")
         return proc.stdout
 
     def cli(self, *args: str, **kw: object) -> str:
-        return self.show([self.isthmus, *args], shown="isthmus " + shlex.join(args), **kw)  # type: ignore[arg-type]
+        return self.run([self.isthmus, *args], shown="isthmus " + shlex.join(args), **kw)  # type: ignore[arg-type]
 
     def kc(self, context: str, *args: str, **kw: object) -> str:
-        return self.show([self.kubectl, f"--context={context}", *args],
-                         shown=f"kubectl --context={context} " + shlex.join(args), **kw)  # type: ignore[arg-type]
+        return self.run([self.kubectl, f"--context={context}", *args],
+                        shown=f"kubectl --context={context} " + shlex.join(args), **kw)  # type: ignore[arg-type]
+
+    def pipe(self, context: str, *args: str) -> str:
+        """`isthmus ARGS | kubectl --context=C apply -f -`, shown as the one line a user types."""
+        shown = f"isthmus {shlex.join(args)} | kubectl --context={context} apply -f -"
+        self.report.command(shown)
+        manifests = self.cli(*args, show=False)
+        return self.kc(context, "apply", "-f", "-", stdin=manifests, show=False)
+
+    def probe(self, context: str, *args: str) -> str | None:
+        """A quiet `kubectl get`: its output, or None when it failed (not found)."""
+        proc = subprocess.run([self.kubectl, f"--context={context}", *args], text=True, env=self.env,
+                              capture_output=True, timeout=60)
+        return proc.stdout if proc.returncode == 0 else None
+
+    def has(self, context: str, *args: str) -> bool:
+        out = self.probe(context, *args)
+        return bool(out and out.strip())
 
 
-def _certs(steps: Steps, home: Path) -> tuple[Path, Path, Path]:
+def _wait_for(what: str, check: Callable[[], bool], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise DemoError(f"{what} did not happen within {timeout:.0f} s")
+        time.sleep(0.5)
+
+
+# ---------------------------------------------------------------------------- the steps
+
+
+def has_command(env: dict[str, str], *words: str) -> bool:
+    """Whether this build's `isthmus` has the command `words` (viz came after multicluster)."""
+    isthmus = str(Path(sys.executable).parent / "isthmus")
+    proc = subprocess.run([isthmus, *words, "--help"], env=env, capture_output=True, text=True, timeout=60)
+    return proc.returncode == 0
+
+
+def _clusters(report: Reporter, home: Path, kc_path: Path) -> None:
+    for name, region in CLUSTERS:
+        with report.step(f"cluster {name} in region {region}, 3 nodes") as step:
+            cdir = ClusterDir(home, name)
+            try:
+                if cdir.exists():
+                    config = cdir.load()
+                    if config.region != region:
+                        raise DemoError(f'cluster "{name}" exists in region {config.region}, not {region}; '
+                                        f"delete it (`isthmus cluster delete {name}`) or use another "
+                                        "ISTHMUS_HOME")
+                    running = clusters.status(cdir).state == "Running"
+                    if not running:
+                        report.command(f"isthmus cluster start {name}")
+                    clusters.start(cdir, kubeconfig_path=kc_path)
+                    step.reused = running
+                else:
+                    report.command(f"isthmus cluster create {name} --region {region} --nodes 3")
+                    clusters.create(home, name, region, 3, kubeconfig_path=kc_path)
+            except ClusterError as e:
+                raise DemoError(str(e)) from None
+            config = cdir.load()
+            step.note = f"API {clusters.api_url(config)}, addresses 127.{config.index}.0.0/16"
+
+
+def _wan(report: Reporter, home: Path, wan_latency: str | None) -> None:
+    with report.step("emulated WAN latency between the regions") as step:
+        try:
+            if wan_latency is not None:
+                write_setting(home, parse_setting(wan_latency))
+            else:
+                step.reused = True
+            setting = read_setting(home)
+        except WanSettingError as e:
+            raise DemoError(str(e)) from None
+        (a, ra), (b, rb) = CLUSTERS
+        rtt = setting.rtt_ms(ra, rb)
+        step.note = (f"{a} ({ra}) <-> {b} ({rb}): {rtt:g} ms round trip" if rtt
+                     else "off: the regions are as close as loopback")
+
+
+def _mesh_installed(sh: Shell, context: str) -> bool:
+    return sh.has(context, "-n", "isthmus", "get", "deploy", "isthmus-identity", "-o", "name")
+
+
+def _issuer(sh: Shell, home: Path, cluster: str) -> tuple[Path, Path, Path]:
+    """The shared trust anchor and this cluster's own issuer (made once, kept under $ISTHMUS_HOME/demo)."""
+    d = home / "demo" / "certs"
+    root, root_key = d / "root.crt", d / "root.key"
+    if not root.exists():
+        d.mkdir(parents=True, exist_ok=True)
+        sh.cli("certs", "create", "root", str(root), str(root_key))
+    issuer, key = d / f"issuer-{cluster}.crt", d / f"issuer-{cluster}.key"
+    if not issuer.exists():
+        sh.cli("certs", "create", "issuer", str(issuer), str(key), "--ca", str(root), "--ca-key", str(root_key))
+    return root, issuer, key
+
+
+def _mesh(report: Reporter, sh: Shell, home: Path) -> None:
+    installed = {name: _mesh_installed(sh, name) for name, _ in CLUSTERS}
+    missing = [name for name, done in installed.items() if not done]
+    anchor = home / "demo" / "certs" / "root.crt"
+    if missing and len(missing) < len(CLUSTERS) and not anchor.exists():
+        raise DemoError(f"{', '.join(n for n in installed if installed[n])} has the mesh with a trust anchor "
+                        f"this demo did not make, {', '.join(missing)} has none; install it there with the "
+                        "same anchor (README, the tutorial) or delete the clusters")
+    with report.step("one trust anchor, one issuer per cluster") as step:
+        if not missing:
+            step.reused = True
+            step.note = "the mesh is installed on both clusters"
+        for name in missing:
+            _issuer(sh, home, name)
+    for name, _ in CLUSTERS:
+        with report.step(f"{name}: CRDs and the control plane (identity, destination, injector)") as step:
+            if installed[name]:
+                step.reused = True
+            else:
+                root, issuer, key = _issuer(sh, home, name)
+                sh.pipe(name, "install", "--crds")
+                sh.pipe(name, "install", "--identity-trust-anchors-file", str(root),
+                        "--identity-issuer-certificate-file", str(issuer), "--identity-issuer-key-file", str(key))
+    _available(report, sh, "the control plane", "isthmus", "deploy", "--all", reused=installed)
+
+
+def _available(report: Reporter, sh: Shell, what: str, namespace: str, *resources: str,
+               reused: dict[str, bool]) -> None:
+    """One step: `kubectl wait --for=condition=Available` on both clusters."""
+    with report.step(f"{what}: available on " + " and ".join(n for n, _ in CLUSTERS)) as step:
+        step.reused = all(reused.values())
+        for name, _ in CLUSTERS:
+            sh.kc(name, "-n", namespace, "wait", "--for=condition=Available", *resources, "--timeout=200s",
+                  show=not reused[name])
+
+
+def _extension(report: Reporter, sh: Shell, what: str, why: str, namespace: str, group: str) -> None:
+    done = {name: sh.has(name, "-n", namespace, "get", "deploy", "-o", "name") for name, _ in CLUSTERS}
+    for name, _ in CLUSTERS:
+        with report.step(f"{name}: {what} ({why})") as step:
+            step.reused = done[name]
+            if not done[name]:
+                sh.pipe(name, f"--context={name}", group, "install")
+    _available(report, sh, what, namespace, "deploy", "--all", reused=done)
+
+
+def _emojivoto(report: Reporter, sh: Shell) -> None:
+    done = {name: sh.has(name, "-n", "emojivoto", "get", "deploy", *DEPLOYMENTS, "-o", "name")
+            for name, _ in CLUSTERS}
+    for name, _ in CLUSTERS:
+        with report.step(f"{name}: emojivoto, meshed (every pod gets a sidecar proxy)") as step:
+            step.reused = done[name]
+            if not done[name]:
+                report.command(f"isthmus inject deploy/emojivoto.yml | kubectl --context={name} apply -f -")
+                sh.kc(name, "apply", "-f", "-", stdin=sh.cli("inject", str(EMOJIVOTO), show=False), show=False)
+    _available(report, sh, "emojivoto", "emojivoto", "deploy", "--all", reused=done)
+
+
+def _link_and_export(report: Reporter, sh: Shell) -> None:
+    with report.step("link west to east (west mirrors east's exported services)") as step:
+        step.reused = sh.has("west", "-n", MC, "get", "links.multicluster.isthmus.io", "east", "-o", "name")
+        if not step.reused:
+            report.command("isthmus --context=east multicluster link --cluster-name east | "
+                           "kubectl --context=west apply -f -")
+            link = sh.cli("--context=east", "multicluster", "link", "--cluster-name", "east", show=False)
+            sh.kc("west", "apply", "-f", "-", stdin=link, show=False)
+    with report.step("export web-svc from east") as step:
+        label = sh.probe("east", "-n", "emojivoto", "get", "svc", "web-svc", "-o",
+                         "jsonpath={.metadata.labels.mirror\\.isthmus\\.io/exported}")
+        step.reused = (label or "").strip() == "true"
+        if not step.reused:
+            sh.kc("east", "label", "svc", "-n", "emojivoto", "web-svc", "mirror.isthmus.io/exported=true")
+    with report.step("web-svc-east mirrored into west, east's gateway its endpoint") as step:
+        def mirrored() -> bool:
+            return sh.has("west", "-n", "emojivoto", "get", "endpoints", "web-svc-east", "-o",
+                          "jsonpath={.subsets[*].addresses[*].ip}")
+        step.reused = mirrored()
+        _wait_for("web-svc-east with endpoints in west", mirrored)
+
+
+def _traffic(report: Reporter, sh: Shell) -> None:
+    with report.step("west's vote-bot calls web-svc-east (through east's gateway)") as step:
+        current = (sh.probe("west", "-n", "emojivoto", "get", "deploy", "vote-bot", "-o",
+                            "jsonpath={.spec.template.spec.containers[0].env[?(@.name==\"WEB_HOST\")].value}")
+                   or "").strip()
+        cluster_ip = (sh.probe("west", "-n", "emojivoto", "get", "svc", "web-svc-east", "-o",
+                               "jsonpath={.spec.clusterIP}") or "").strip()
+        step.reused = current in {f"{cluster_ip}:80", "web-svc-east.emojivoto:80",
+                                  "web-svc-east.emojivoto.svc.cluster.local:80"}
+        if not step.reused:
+            sh.kc("west", "set", "env", "deployment/vote-bot", "-n", "emojivoto", f"WEB_HOST={cluster_ip}:80")
+        sh.kc("west", "-n", "emojivoto", "rollout", "status", "deploy/vote-bot", "--timeout=200s",
+              show=not step.reused)
+
+
+# ---------------------------------------------------------------------------- showing it
+
+
+def _gateway_ip(sh: Shell) -> str:
+    ip = ""
+
+    def found() -> bool:
+        nonlocal ip
+        ip = (sh.probe("east", "-n", MC, "get", "svc", "isthmus-gateway", "-o",
+                       "jsonpath={.status.loadBalancer.ingress[0].ip}") or "").strip()
+        return bool(ip)
+
+    _wait_for("a load-balancer address for east's gateway", found)
+    return ip
+
+
+def tap_lines(argv: list[str], env: dict[str, str], *, needle: str, count: int,
+              timeout: float) -> list[str]:
+    """The first `count` lines of a tap stream that contain `needle` (fewer after `timeout` s)."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+                            start_new_session=True)
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    try:
+        import selectors
+
+        with selectors.DefaultSelector() as sel:
+            assert proc.stdout is not None
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            while len(lines) < count and time.monotonic() < deadline:
+                if not sel.select(timeout=max(0.1, deadline - time.monotonic())):
+                    continue
+                line = proc.stdout.readline()
+                if not line:
+                    break
+                if needle in line:
+                    lines.append(line.rstrip())
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return lines
+
+
+def _show(report: Reporter, sh: Shell, *, viz: bool) -> str:
+    report.heading("what the two regions look like now")
+    report.command("kubectl --context=west -n emojivoto get svc,endpoints web-svc-east")
+    report.output(sh.kc("west", "-n", "emojivoto", "get", "svc,endpoints", "web-svc-east", show=False))
+    report.command("kubectl --context=east -n isthmus-multicluster get svc isthmus-gateway")
+    report.output(sh.kc("east", "-n", MC, "get", "svc", "isthmus-gateway", show=False))
+    gateway = _gateway_ip(sh)
+    report.line(f"  east's gateway: {gateway}:4143 (mTLS), probes on {gateway}:4191")
+
+    if viz:
+        shown = "isthmus --context=west -n emojivoto viz tap deploy/vote-bot"
+        argv = [sh.isthmus, "--context=west", "-n", "emojivoto", "viz", "tap", "deploy/vote-bot"]
+    else:
+        bot = (sh.probe("west", "-n", "emojivoto", "get", "pods", "-l", "app=vote-bot", "-o",
+                        "jsonpath={.items[0].status.podIP}") or "").strip()
+        url = f"http://{bot}:4191/tap?namespace=emojivoto&resource=deploy/vote-bot"
+        shown = f"curl -N '{url}'"
+        argv = ["curl", "-sS", "-N", "--noproxy", "*", url]
+    report.command(f"{shown} | grep {gateway}")
+    lines = tap_lines(argv, sh.env, needle=f"dst={gateway}:", count=TAP_LINES, timeout=TAP_WAIT)
+    report.output("\n".join(lines) if lines else f"(no requests to {gateway} within {TAP_WAIT:.0f} s)")
+
+    report.command("isthmus --context=west multicluster gateways")
+    report.output(sh.cli("--context=west", "multicluster", "gateways", show=False, check=False))
+    return gateway
+
+
+# ---------------------------------------------------------------------------- dashboards
+
+
+def _demo_dir(home: Path) -> Path:
+    return home / "demo"
+
+
+def _pid_file(home: Path, cluster: str) -> Path:
+    return _demo_dir(home) / f"dashboard-{cluster}.pid"
+
+
+def _answers(url: str) -> bool:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=2) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _stop_group(pid: int, grace: float = 5.0) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and _alive(pid):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.05)
+    if _alive(pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _dashboards(report: Reporter, sh: Shell, home: Path, port: int) -> list[tuple[int, str]]:
+    """Start (or reuse) `isthmus viz dashboard` for both clusters; [(pid, url)]."""
+    started: list[tuple[int, str]] = []
+    for i, (name, _) in enumerate(CLUSTERS):
+        cport = port + 10 * i
+        url = f"http://127.0.0.1:{cport}/"
+        with report.step(f"{name}'s dashboard on {url}") as step:
+            pid_file = _pid_file(home, name)
+            pid = _read_pid(pid_file)
+            if pid is not None and _alive(pid) and _answers(url):
+                step.reused = True
+                started.append((pid, url))
+                continue
+            if _answers(url):
+                raise DemoError(f"something else already serves {url}; stop it, or pick other ports with "
+                                "--dashboard-port")
+            args = ["viz", "dashboard", "--context", name, "--port", str(cport)]
+            report.command("isthmus " + shlex.join(args))
+            pid_file.parent.mkdir(parents=True, exist_ok=True)
+            log = open(_demo_dir(home) / f"dashboard-{name}.log", "ab")  # noqa: SIM115 - the child's
+            proc = subprocess.Popen([sh.isthmus, *args], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                    env=sh.env, start_new_session=True, close_fds=True)
+            log.close()
+            pid_file.write_text(f"{proc.pid}\n")
+
+            def up(proc: subprocess.Popen[bytes] = proc, url: str = url, name: str = name) -> bool:
+                if proc.poll() is not None:
+                    raise DemoError(f"the dashboard for {name} exited ({proc.returncode}); see "
+                                    f"{_demo_dir(home) / f'dashboard-{name}.log'}")
+                return _answers(url)
+
+            _wait_for(f"the dashboard on {url}", up, timeout=60)
+            started.append((proc.pid, url))
+    return started
+
+
+# ---------------------------------------------------------------------------- the commands
+
+
+def _env(home: Path, kc_path: Path) -> dict[str, str]:
+    return dict(os.environ, ISTHMUS_HOME=str(home), KUBECONFIG=str(kc_path))
+
+
+def run_two_regions(out: Console, *, detach: bool, wan_latency: str | None = None,
+                    dashboard_port: int = DASHBOARD_PORT) -> None:
+    """The walkthrough (see the module docstring); returns once detached, or when interrupted."""
+    home = isthmus_home()
+    kc_path = kubeconfig.default_path(home)
+    report = Reporter(out)
+    env = _env(home, kc_path)
+    sh = Shell(report, env)
+    report.heading("two clusters, two regions")
+    _clusters(report, home, kc_path)
+    _wan(report, home, wan_latency)
+    viz = has_command(env, "viz", "install")
+    dashboard = viz and has_command(env, "viz", "dashboard")
+    report.heading("one trust anchor; the mesh, multicluster" + (" and viz" if viz else "") + " on both")
+    _mesh(report, sh, home)
+    _extension(report, sh, "multicluster", "a gateway, the link's RBAC", MC, "multicluster")
+    if viz:
+        _extension(report, sh, "viz", "metrics, tap, the dashboard's API", VIZ, "viz")
+    report.heading("emojivoto on both; west linked to east")
+    _emojivoto(report, sh)
+    _link_and_export(report, sh)
+    _traffic(report, sh)
+    _show(report, sh, viz=viz)
+    dashboards: list[tuple[int, str]] = []
+    if dashboard:
+        report.heading("dashboards")
+        dashboards = _dashboards(report, sh, home, dashboard_port)
+    report.line("")
+    report.line(f"Two regions up in {report.elapsed():.0f} s. export KUBECONFIG={kc_path}", "bold")
+    for (name, _), (_, url) in zip(CLUSTERS, dashboards, strict=False):
+        report.line(f"  {name}'s dashboard: {url}")
+    if not dashboard:
+        report.line("  (no dashboards: this build has no `isthmus viz dashboard` yet)")
+    report.line("`isthmus demo down` removes everything the demo made.")
+    if detach or not dashboards:
+        return
+    report.line("Serving the dashboards; Ctrl-C stops them (the clusters keep running).", "bold")
+    try:
+        while all(_alive(pid) for pid, _ in dashboards):
+            time.sleep(0.5)
+        report.line("a dashboard exited; see its log under " + str(_demo_dir(home)))
+    except KeyboardInterrupt:
+        report.line("")
+    finally:
+        for (name, _), (pid, _) in zip(CLUSTERS, dashboards, strict=False):
+            _stop_group(pid)
+            _pid_file(home, name).unlink(missing_ok=True)
+        report.line("dashboards stopped")
+
+
+# ---------------------------------------------------------------------------- down
+
+
+def processes_of(home: Path) -> list[tuple[int, str]]:
+    """Processes (pid, command line) that run from `home`: its cluster servers, their pods, dashboards.
+
+    A process counts when its working directory is under `home`, or its
+    environment points into it (`ISTHMUS_HOME`, a pod's `ISTHMUS_POD_DIR`) and
+    it is an isthmus server (`cluster serve`, `viz dashboard`) or a pod. This
+    process and its ancestors are left out.
+    """
+    root = str(home.resolve())
+    skip = {os.getpid()}
+    pid = os.getppid()
+    while pid > 1 and pid not in skip:
+        skip.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in skip:
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if not cmdline or not _alive(int(entry.name)):
+            continue
+        env = dict(e.decode(errors="replace").partition("=")[::2] for e in environ if b"=" in e)
+        ours = (cwd == root or cwd.startswith(root + "/")
+                or env.get("ISTHMUS_POD_DIR", "").startswith(root + "/")
+                or (env.get("ISTHMUS_HOME") == root and ("cluster serve" in cmdline or "viz dashboard" in cmdline)))
+        if ours:
+            found.append((int(entry.name), cmdline))
+    return found
+
+
+def down(out: Console, progress: Callable[[str], None]) -> None:
+    """Remove what `isthmus demo` made: dashboards, both clusters (processes included), certificates, settings."""
+    home = isthmus_home()
+    kc_path = kubeconfig.default_path(home)
+    for name, _ in CLUSTERS:
+        pid = _read_pid(_pid_file(home, name))
+        if pid is not None and _alive(pid):
+            _stop_group(pid)
+            progress(f"{name}'s dashboard stopped (pid {pid})")
+    for name, _ in CLUSTERS:
+        cdir = ClusterDir(home, name)
+        if cdir.exists():
+            try:
+                clusters.delete(cdir, kubeconfig_path=kc_path, progress=progress)
+            except ClusterError as e:
+                raise DemoError(str(e)) from None
+            progress(f'cluster "{name}" deleted')
+    for path in (_demo_dir(home), wan_file(home)):
+        if path.is_dir():
+            shutil.rmtree(path)
+            progress(f"removed {path}")
+        elif path.exists():
+            path.unlink()
+            progress(f"removed {path}")
+    if not all_clusters(home):
+        _remove_if_unused(kc_path, progress)
+        for d in (home / "clusters", home):
+            with contextlib.suppress(OSError):
+                d.rmdir()  # only when empty
+    left = processes_of(home)
+    for pid, cmdline in left:
+        progress(f"stopping a leftover process {pid}: {cmdline[:100]}")
+        _stop_group(pid)
+    still = [(pid, cmd) for pid, cmd in processes_of(home)]
+    if still:
+        raise DemoError("these processes of the demo are still running: "
+                        + "; ".join(f"{pid} {cmd[:60]}" for pid, cmd in still) + "; stop them with kill")
+    out.print("the demo is gone: no cluster, dashboard or pod of it is running", highlight=False)
+
+
+def _remove_if_unused(kc_path: Path, progress: Callable[[str], None]) -> None:
+    """Delete the kubeconfig the clusters wrote when no context is left in it."""
+    if "KUBECONFIG" in os.environ or not kc_path.exists():
+        return
+    try:
+        import yaml
+
+        config = yaml.safe_load(kc_path.read_text()) or {}
+    except (OSError, ValueError):
+        return
+    if isinstance(config, dict) and not config.get("contexts") and not config.get("clusters"):
+        kc_path.unlink()
+        progress(f"removed {kc_path} (no context left in it)")
+
+
+# ---------------------------------------------------------------------------- typer
+
+
+demo_app = typer.Typer(help="The two-region walkthrough: west (sfo3) and east (syd1), linked.")
+_out = Console(soft_wrap=True)
+_err = Console(stderr=True, soft_wrap=True)
+
+
+def _progress(msg: str) -> None:
+    _err.print(f"[dim]•[/dim] {escape(msg)}" if _err.is_terminal else f"- {msg}", highlight=False,
+               markup=_err.is_terminal)
+
+
+def _fail(e: Exception) -> None:
+    _err.print(f"error: {e}", style="red" if _err.is_terminal else None, highlight=False, markup=False)
+    raise typer.Exit(1)
+
+
+@demo_app.callback(invoke_without_command=True)
+def demo_main(
+    ctx: typer.Context,
+    detach: bool = typer.Option(
+        None, "--detach/--serve", show_default=False,
+        help="--detach: leave the dashboards running in the background and return; --serve: serve "
+             "them until Ctrl-C. Default: --serve on a terminal, --detach otherwise."),
+    wan_latency: str = typer.Option(
+        None, "--wan-latency", metavar="MS|auto",
+        help="emulated round trip between the regions: auto (sfo3-syd1 150 ms), a number of ms, or 0 "
+             "(off). Kept in $ISTHMUS_HOME/wan.json; unchanged when not given."),
+    dashboard_port: int = typer.Option(
+        DASHBOARD_PORT, "--dashboard-port", help="west's dashboard port; east's is 10 higher"),
+) -> None:
+    """Create west (sfo3) and east (syd1), one trust anchor, the mesh, multicluster and viz on both,
+    emojivoto on both, west linked to east, web-svc exported from east and called from west through
+    east's gateway over mTLS. Running it again reuses what is there."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if wan_latency is not None:
+        try:
+            parse_setting(wan_latency)
+        except WanSettingError as e:
+            _fail(e)
+    if not 1024 <= dashboard_port <= 65525:
+        _fail(DemoError(f"--dashboard-port {dashboard_port} is out of range; use 1024-65525"))
+    if detach is None:
+        detach = not (sys.stdin.isatty() and _out.is_terminal)
+    try:
+        run_two_regions(_out, detach=detach, wan_latency=wan_latency, dashboard_port=dashboard_port)
+    except DemoError as e:
+        _fail(e)
+
+
+@demo_app.command("down")
+def demo_down() -> None:
+    """Remove what `isthmus demo` made: its dashboards, both clusters (their processes too), its
+    certificates and settings."""
+    try:
+        down(_out, _progress)
+    except DemoError as e:
+        _fail(e)
+
+
+# ---------------------------------------------------------------------------- one cluster
+
+
+def _certs(steps: Shell, home: Path) -> tuple[Path, Path, Path]:
     d = home / "demo" / "certs"
     root, issuer, key = d / "root.crt", d / "issuer.crt", d / "issuer.key"
     if not root.exists():
@@ -79,184 +765,53 @@ def _certs(steps: Steps, home: Path) -> tuple[Path, Path, Path]:
 
 
 def run(name: str, region: str, out: Console, progress: Callable[[str], None]) -> None:
+    """`isthmus demo-cluster`: one cluster, the mesh, emojivoto meshed, tap showing tls=true."""
     home = isthmus_home()
     kc_path = kubeconfig.default_path(home)
-    cdir = ClusterDir(home, name)
-    try:
-        if cdir.exists():
-            progress(f'cluster "{name}" exists; starting it if needed')
-            clusters.start(cdir, kubeconfig_path=kc_path, progress=progress)
-        else:
-            clusters.create(home, name, region, 3, kubeconfig_path=kc_path, progress=progress)
-    except ClusterError as e:
-        raise DemoError(str(e)) from None
-    steps = Steps(out, dict(os.environ, KUBECONFIG=str(kc_path)))
-    steps.kc(name, "get", "nodes", "-L", "topology.kubernetes.io/region")
-
-    out.rule("the mesh: one trust anchor, an issuer, the control plane")
-    root, issuer, key = _certs(steps, home)
-    steps.kc(name, "apply", "-f", "-", stdin=steps.cli("install", "--crds", capture=True))
-    control_plane = steps.cli("install", "--identity-trust-anchors-file", str(root),
-                              "--identity-issuer-certificate-file", str(issuer),
-                              "--identity-issuer-key-file", str(key), capture=True)
-    steps.kc(name, "apply", "-f", "-", stdin=control_plane)
-    steps.kc(name, "-n", "isthmus", "wait", "--for=condition=Available", "deploy", "--all",
-             "--timeout=150s")
-    steps.kc(name, "-n", "isthmus", "get", "pods", "-o", "wide")
-
-    out.rule("emojivoto, meshed: every pod gets a sidecar proxy")
-    steps.kc(name, "apply", "-f", "-", stdin=steps.cli("inject", str(EMOJIVOTO), capture=True))
-    for deployment in ("emoji", "voting", "web", "vote-bot"):
-        steps.kc(name, "-n", "emojivoto", "rollout", "status", f"deploy/{deployment}",
-                 "--timeout=150s")
-    steps.kc(name, "-n", "emojivoto", "get", "pods", "-o", "wide")
-    time.sleep(3)  # let vote-bot cast a few votes
-
-    net = ClusterNetwork(cdir.load().index)
-    proxy = f"http://{net.proxy_ip}:{HTTP_PROXY_PORT}"
-    steps.show(["curl", "-sS", "-m", "5", "-x", proxy, "http://web-svc.emojivoto/api/leaderboard"],
-               check=False)
-
-    out.rule("mutual TLS between the workloads: tap vote-bot's proxy")
-    bot = steps.kc(name, "-n", "emojivoto", "get", "pods", "-l", "app=vote-bot", "-o",
-                   "jsonpath={.items[0].status.podIP}", capture=True).strip()
-    if bot:
-        steps.show(["curl", "-sS", "-N", "-m", "15", "--noproxy", "*",
-                    f"http://{bot}:4191/tap?namespace=emojivoto&resource=deploy/vote-bot&max=6"],
-                   check=False)
-        metrics = subprocess.run(["curl", "-sS", "-m", "5", "--noproxy", "*",
-                                  f"http://{bot}:4191/metrics"], capture_output=True, text=True,
-                                 timeout=10).stdout
-        lines = [m for m in metrics.splitlines() if m.startswith("request_total{")]
-        out.print(f"$ curl http://{bot}:4191/metrics | grep ^request_total", style="bold",
-                  highlight=False)
-        out.print("\n".join(lines) or "(no requests counted yet)", highlight=False, markup=False)
-    out.print(f"\nThe cluster keeps running. `export KUBECONFIG={kc_path}` and use kubectl; "
-              f"`isthmus cluster stop {name}` stops it, `isthmus cluster delete {name}` removes it.",
-              highlight=False)
-
-
-# ---------------------------------------------------------------------------- two regions
-
-CLUSTERS = (("west", "sfo3"), ("east", "syd1"))
-
-
-def _ensure_cluster(home: Path, name: str, region: str, kc_path: Path,
-                    progress: Callable[[str], None]) -> ClusterDir:
-    cdir = ClusterDir(home, name)
-    try:
-        if cdir.exists():
-            progress(f'cluster "{name}" exists; starting it if needed')
-            clusters.start(cdir, kubeconfig_path=kc_path, progress=progress)
-        else:
-            clusters.create(home, name, region, 3, kubeconfig_path=kc_path, progress=progress)
-    except ClusterError as e:
-        raise DemoError(str(e)) from None
-    return cdir
-
-
-def _issuer(steps: Steps, home: Path, cluster: str) -> tuple[Path, Path, Path]:
-    """The shared trust anchor and this cluster's own issuer (made once, kept under $ISTHMUS_HOME/demo)."""
-    d = home / "demo" / "certs"
-    root, root_key = d / "root.crt", d / "root.key"
-    if not root.exists():
-        d.mkdir(parents=True, exist_ok=True)
-        steps.cli("certs", "create", "root", str(root), str(root_key))
-    issuer, key = d / f"issuer-{cluster}.crt", d / f"issuer-{cluster}.key"
-    if not issuer.exists():
-        steps.cli("certs", "create", "issuer", str(issuer), str(key), "--ca", str(root),
-                  "--ca-key", str(root_key))
-    return root, issuer, key
-
-
-def _wait_for(what: str, check: Callable[[], bool], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise DemoError(f"{what} did not happen within {timeout:.0f} s")
-        time.sleep(1)
-
-
-def run_two_regions(out: Console, progress: Callable[[str], None]) -> None:
-    """The walkthrough: west (sfo3) and east (syd1), one anchor, linked, web-svc exported from east."""
-    home = isthmus_home()
-    kc_path = kubeconfig.default_path(home)
-    started = time.monotonic()
-    for name, region in CLUSTERS:
-        _ensure_cluster(home, name, region, kc_path, progress)
-    steps = Steps(out, dict(os.environ, KUBECONFIG=str(kc_path)))
-    for name, _ in CLUSTERS:
-        steps.kc(name, "get", "nodes", "-L", "topology.kubernetes.io/region")
-
-    out.rule("one trust anchor, one issuer per cluster, the mesh on both")
-    for name, _ in CLUSTERS:
-        root, issuer, key = _issuer(steps, home, name)
-        steps.kc(name, "apply", "-f", "-", stdin=steps.cli("install", "--crds", capture=True))
-        steps.kc(name, "apply", "-f", "-", stdin=steps.cli(
-            "install", "--identity-trust-anchors-file", str(root),
-            "--identity-issuer-certificate-file", str(issuer), "--identity-issuer-key-file", str(key),
-            capture=True))
-    for name, _ in CLUSTERS:
-        steps.kc(name, "-n", "isthmus", "wait", "--for=condition=Available", "deploy", "--all",
-                 "--timeout=150s")
-
-    out.rule("multicluster on both: a gateway each")
-    for name, _ in CLUSTERS:
-        steps.kc(name, "apply", "-f", "-",
-                 stdin=steps.cli("--context", name, "multicluster", "install", capture=True))
-    for name, _ in CLUSTERS:
-        steps.kc(name, "-n", "isthmus-multicluster", "rollout", "status", "deploy/isthmus-gateway",
-                 "--timeout=150s")
-        steps.kc(name, "-n", "isthmus-multicluster", "get", "svc", "isthmus-gateway")
-
-    out.rule("emojivoto on both, meshed")
-    for name, _ in CLUSTERS:
-        steps.kc(name, "apply", "-f", "-", stdin=steps.cli("inject", str(EMOJIVOTO), capture=True))
-    for name, _ in CLUSTERS:
-        for deployment in ("emoji", "voting", "web", "vote-bot"):
-            steps.kc(name, "-n", "emojivoto", "rollout", "status", f"deploy/{deployment}",
-                     "--timeout=150s")
-
-    out.rule("link west to east, export web-svc from east")
-    steps.kc("west", "apply", "-f", "-", stdin=steps.cli(
-        "--context", "east", "multicluster", "link", "--cluster-name", "east", capture=True))
-    steps.kc("east", "-n", "emojivoto", "label", "svc", "web-svc", "mirror.isthmus.io/exported=true",
-             "--overwrite")
-
-    def mirrored() -> bool:
-        proc = subprocess.run([steps.kubectl, "--context=west", "-n", "emojivoto", "get", "endpoints",
-                               "web-svc-east", "-o", "jsonpath={.subsets[*].addresses[*].ip}"],
-                              env=steps.env, capture_output=True, text=True, timeout=30)
-        return proc.returncode == 0 and bool(proc.stdout.strip())
-
-    _wait_for("web-svc-east with endpoints in west", mirrored)
-    steps.kc("west", "-n", "emojivoto", "get", "svc,endpoints", "web-svc-east", "-o", "wide")
-    steps.kc("east", "-n", "isthmus-multicluster", "get", "svc", "isthmus-gateway", "-o", "wide")
-
-    out.rule("west's vote-bot calls web-svc-east, through east's gateway, over mTLS")
-    steps.kc("west", "-n", "emojivoto", "set", "env", "deploy/vote-bot",
-             "WEB_HOST=web-svc-east.emojivoto:80")
-    steps.kc("west", "-n", "emojivoto", "rollout", "status", "deploy/vote-bot", "--timeout=150s")
-    time.sleep(3)
-    bot = steps.kc("west", "-n", "emojivoto", "get", "pods", "-l", "app=vote-bot", "-o",
-                   "jsonpath={.items[0].status.podIP}", capture=True).strip()
-    steps.show(["curl", "-sS", "-N", "-m", "15", "--noproxy", "*",
-                f"http://{bot}:4191/tap?namespace=emojivoto&resource=deploy/vote-bot&max=6"],
-               check=False)
-    steps.cli("--context", "west", "multicluster", "gateways", check=False)
-    out.print(f"\nTwo regions up in {time.monotonic() - started:.0f} s. `export KUBECONFIG={kc_path}`; "
-              f"`isthmus demo down` removes both clusters.", highlight=False)
-
-
-def down(out: Console, progress: Callable[[str], None]) -> None:
-    """Remove what `isthmus demo` made: both clusters (processes included) and the demo certificates."""
-    home = isthmus_home()
-    for name, _ in CLUSTERS:
+    report = Reporter(out)
+    sh = Shell(report, _env(home, kc_path))
+    with report.step(f"cluster {name} in region {region}") as step:
         cdir = ClusterDir(home, name)
-        if cdir.exists():
-            clusters.delete(cdir, kubeconfig_path=kubeconfig.default_path(home))
-            progress(f'cluster "{name}" deleted')
-    certs = home / "demo"
-    if certs.exists():
-        shutil.rmtree(certs)
-        progress(f"removed {certs}")
+        try:
+            step.reused = cdir.exists()
+            if cdir.exists():
+                clusters.start(cdir, kubeconfig_path=kc_path, progress=progress)
+            else:
+                report.command(f"isthmus cluster create {name} --region {region} --nodes 3")
+                clusters.create(home, name, region, 3, kubeconfig_path=kc_path, progress=progress)
+        except ClusterError as e:
+            raise DemoError(str(e)) from None
+    installed = _mesh_installed(sh, name)
+    with report.step("the mesh: one trust anchor, an issuer, the control plane") as step:
+        step.reused = installed
+        if not installed:
+            root, issuer, key = _certs(sh, home)
+            sh.pipe(name, "install", "--crds")
+            sh.pipe(name, "install", "--identity-trust-anchors-file", str(root),
+                    "--identity-issuer-certificate-file", str(issuer), "--identity-issuer-key-file", str(key))
+        sh.kc(name, "-n", "isthmus", "wait", "--for=condition=Available", "deploy", "--all",
+              "--timeout=200s", show=not installed)
+    with report.step("emojivoto, meshed: every pod gets a sidecar proxy") as step:
+        step.reused = sh.has(name, "-n", "emojivoto", "get", "deploy", *DEPLOYMENTS, "-o", "name")
+        if not step.reused:
+            report.command(f"isthmus inject deploy/emojivoto.yml | kubectl --context={name} apply -f -")
+            sh.kc(name, "apply", "-f", "-", stdin=sh.cli("inject", str(EMOJIVOTO), show=False), show=False)
+        for deployment in DEPLOYMENTS:
+            sh.kc(name, "-n", "emojivoto", "rollout", "status", f"deploy/{deployment}", "--timeout=200s",
+                  show=not step.reused)
+    report.command(f"kubectl --context={name} -n emojivoto get pods -o wide")
+    report.output(sh.kc(name, "-n", "emojivoto", "get", "pods", "-o", "wide", show=False))
+    proxy = f"http://{ClusterNetwork(cdir.load().index).proxy_ip}:{HTTP_PROXY_PORT}"
+    report.command(f"curl -x {proxy} http://web-svc.emojivoto/api/leaderboard")
+    report.output(sh.run(["curl", "-sS", "-m", "5", "-x", proxy, "http://web-svc.emojivoto/api/leaderboard"],
+                         shown="curl", show=False, check=False))
+    bot = (sh.probe(name, "-n", "emojivoto", "get", "pods", "-l", "app=vote-bot", "-o",
+                    "jsonpath={.items[0].status.podIP}") or "").strip()
+    if bot:
+        url = f"http://{bot}:4191/tap?namespace=emojivoto&resource=deploy/vote-bot"
+        report.command(f"curl -N '{url}'")
+        lines = tap_lines(["curl", "-sS", "-N", "--noproxy", "*", url], sh.env, needle="tls=", count=TAP_LINES,
+                          timeout=TAP_WAIT)
+        report.output("\n".join(lines) or "(no requests within 30 s)")
+    report.line(f"\nThe cluster keeps running. `export KUBECONFIG={kc_path}` and use kubectl; "
+                f"`isthmus cluster stop {name}` stops it, `isthmus cluster delete {name}` removes it.")

@@ -23,6 +23,7 @@ from isthmus.adapters.clusterdir import ClusterDir, all_clusters, isthmus_home
 from isthmus.cli.certs import certs_app
 from isthmus.cli.check import check_cmd
 from isthmus.cli.controlplane import HELP_PANEL, destination_cmd, identity_cmd, proxy_injector_cmd
+from isthmus.cli.demo import demo_app
 from isthmus.cli.install import inject_cmd, install_cmd, uninstall_cmd
 from isthmus.cli.mirror import service_mirror_cmd
 from isthmus.cli.multicluster import multicluster_app
@@ -172,31 +173,7 @@ def proxy_cmd() -> None:
     run()
 
 
-demo_app = typer.Typer(help="The two-region walkthrough: west (sfo3) and east (syd1), linked.")
-app.add_typer(demo_app, name="demo")
-
-
-@demo_app.callback(invoke_without_command=True)
-def demo_main(ctx: typer.Context) -> None:
-    """Create west and east, one trust anchor, the mesh and multicluster on both, emojivoto on
-    both, west linked to east, web-svc exported from east and called from west through east's
-    gateway over mTLS. Running it again reuses what is there."""
-    if ctx.invoked_subcommand is not None:
-        return
-    from isthmus.cli import demo
-
-    try:
-        demo.run_two_regions(out, _progress)
-    except demo.DemoError as e:
-        _fail(e)
-
-
-@demo_app.command("down")
-def demo_down() -> None:
-    """Remove what `isthmus demo` made: both clusters (their processes too) and its certificates."""
-    from isthmus.cli import demo
-
-    demo.down(out, _progress)
+app.add_typer(demo_app, name="demo")  # `isthmus demo [--detach|--serve] [--wan-latency MS]`, `demo down`
 
 
 @app.command("demo-cluster")

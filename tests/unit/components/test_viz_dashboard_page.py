@@ -68,6 +68,10 @@ class FakeVizApi:
                  "rps": 6.2, "latency_ms": lat(2, 8, 12), "tcp_conn": 5},
                 {"namespace": "", "kind": "namespace", "name": "isthmus", "meshed": "3/3", "success": 1.0,
                  "rps": 0.4, "latency_ms": lat(1, 2, 3), "tcp_conn": 3}]}
+        if res == "svc" and q.get("from") == "deploy/vote-bot":
+            return {"window": "1m", "rows": [
+                {**deploy("web-svc-east", 0.875, 1.9, lat(160, 190, 199)), "kind": "service"},
+                {**deploy("emoji-svc", None, 0.0, None), "kind": "service"}]}
         if res == "svc":
             return {"window": "1m", "rows": [
                 {**deploy("web-svc-east" if self.cluster == "west" else "web-svc", 0.9, 1.9, lat(3, 9, 14)),
@@ -216,6 +220,11 @@ async def test_the_page_shows_both_clusters_and_follows_clicks(site, page, tmp_p
     await vote_bot.click()
     await expect(page.get_by_test_id("detail-name")).to_have_text("emojivoto/vote-bot")
     await expect(page.get_by_test_id("chart-latency").locator("path.line")).to_have_count(3)
+    # what vote-bot saw as a client: only the services it called
+    outbound = page.get_by_test_id("outbound")
+    await expect(outbound.get_by_test_id("out-row-web-svc-east").get_by_test_id("success")).to_have_text("87.50%")
+    await expect(outbound.get_by_test_id("out-row-emoji-svc")).to_have_count(0)
+    await expect(page.get_by_test_id("svc-row-emojivoto-web-svc-east").get_by_test_id("p99")).to_have_text("14.0 ms")
     await expect(page.get_by_test_id("ns-row-emojivoto").get_by_test_id("success")).to_have_text("93.00%")
 
     # the multi-cluster view: east's gateway, the mirrored service, the cross-cluster edge

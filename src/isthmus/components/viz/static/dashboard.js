@@ -175,7 +175,7 @@ function switchCluster(name) {
   if (name === state.cluster) return;
   state.cluster = name;
   resetSelection();
-  for (const id of ["namespaces", "deployments", "edges", "routes", "live-calls"]) {
+  for (const id of ["namespaces", "deployments", "outbound", "services", "edges", "routes", "live-calls"]) {
     fillBody(byTestId(id), [], "loading…", 10);
   }
   $("#links").replaceChildren();
@@ -268,7 +268,7 @@ function edgeRow(e, prefix) {
   },
   h("td", { text: e.src }), h("td", { text: e.dst }), h("td", { text: e.src_namespace || "-" }),
   h("td", { text: e.dst_namespace || "-" }), h("td", { text: e.dst_cluster || "(local)" }),
-  h("td", { "data-testid": "secured", class: e.secured ? "good dot" : "bad dot", text: e.secured ? "secured" : "not secured" }),
+  h("td", { "data-testid": "secured", class: e.secured ? "good dot" : "bad dot", text: e.secured ? "secured" : `not secured${e.no_tls_reason ? ` (${e.no_tls_reason})` : ""}` }),
   h("td", { "data-testid": "client-id", title: e.client_id || "", text: e.client_id || "-" }),
   h("td", { "data-testid": "server-id", title: e.server_id || "", text: e.server_id || "-" }));
 }
@@ -279,9 +279,32 @@ async function refreshEdges() {
   fillBody($("#edges"), (body.rows || []).map((e) => edgeRow(e, "edge")), "no edges seen yet", 8);
 }
 
+function statRow(r, testid) {
+  return h("tr", { "data-testid": testid, "data-name": r.name, "data-success": r.success ?? "" },
+    h("td", { "data-testid": "name", text: r.name }),
+    h("td", { "data-testid": "success", class: successClass(r.success), text: pct(r.success) }),
+    h("td", { "data-testid": "rps", text: num(r.rps) }), h("td", { "data-testid": "p50", text: lat(r, "p50") }),
+    h("td", { "data-testid": "p95", text: lat(r, "p95") }), h("td", { "data-testid": "p99", text: lat(r, "p99") }));
+}
+
+async function refreshOutbound() {
+  const name = state.deployment;
+  $("#outbound-name").textContent = name || "-";
+  if (!state.namespace || !name) { fillBody($("#outbound"), [], "no deployment", 6); return; }
+  const body = await getJSON(viz("stat", { resource: "svc", namespace: state.namespace, from: `deploy/${name}`, window: state.window }));
+  const rows = (body.rows || []).filter((r) => r.rps > 0 || r.success !== null);
+  fillBody($("#outbound"), rows.map((r) => statRow(r, `out-row-${slug(r.name)}`)), `${name} called no service in the window`, 6);
+}
+
 async function refreshRoutes() {
-  if (!state.namespace) { fillBody($("#routes"), [], "no namespace", 6); return; }
+  if (!state.namespace) {
+    fillBody($("#routes"), [], "no namespace", 6);
+    fillBody($("#services"), [], "no namespace", 6);
+    return;
+  }
   const svcs = await getJSON(viz("stat", { resource: "svc", namespace: state.namespace, window: state.window }));
+  fillBody($("#services"), (svcs.rows || []).map((r) => statRow(r, `svc-row-${slug(state.namespace)}-${slug(r.name)}`)),
+    "no services in this namespace", 6);
   const names = (svcs.rows || []).map((r) => r.name);
   if (!state.service || !names.includes(state.service)) {
     const busy = (svcs.rows || []).filter((r) => r.rps > 0).sort((a, b) => b.rps - a.rps);
@@ -295,7 +318,7 @@ async function refreshRoutes() {
   if (state.service) select.value = state.service;
   if (!state.service) { fillBody($("#routes"), [], "no services", 6); return; }
   const body = await getJSON(viz("routes", { resource: `svc/${state.service}`, namespace: state.namespace, window: state.window }));
-  fillBody($("#routes"), (body.rows || []).map((r) => h("tr", { "data-testid": `route-${slug(r.route)}`, "data-route": r.route },
+  fillBody($("#routes"), (body.rows || []).map((r) => h("tr", { "data-testid": `route-${slug(r.route)}`, "data-route": r.route, title: r.authority || "" },
     h("td", { text: r.route }), h("td", { "data-testid": "success", class: successClass(r.success), text: pct(r.success) }),
     h("td", { "data-testid": "rps", text: num(r.rps) }), h("td", { text: lat(r, "p50") }),
     h("td", { text: lat(r, "p95") }), h("td", { text: lat(r, "p99") }))), "no requests on this service yet", 6);
@@ -321,11 +344,14 @@ async function refreshMulticluster() {
         h("dt", { text: "latency" }), h("dd", { "data-testid": "gateway-latency", text: ms(l.latency_ms) }),
         h("dt", { text: "probes" }), h("dd", { "data-testid": "gateway-probes", text: `${probes.success ?? 0} ok, ${probes.failure ?? 0} failed` }),
         h("dt", { text: "identity" }), h("dd", { class: "id", title: l.gateway_identity || "", text: l.gateway_identity || "-" })),
+      ...(l.conditions || []).filter((c) => c.status && c.status !== "True").map((c) =>
+        h("p", { class: "bad", "data-testid": "link-condition", text: `${c.type}: ${c.message || c.reason || c.status}` })),
       h("h4", { text: "mirrored services" }),
       h("table", { "data-testid": "mirrored-services" },
         h("thead", {}, h("tr", {}, h("th", { text: "service" }), h("th", { text: "namespace" }), h("th", { text: "endpoints" }), h("th", { text: "ready" }))),
         h("tbody", {}, (l.mirrored_services || []).length === 0 ? h("tr", { class: "empty" }, h("td", { colspan: 4, text: "none" })) :
-          l.mirrored_services.map((m) => h("tr", { "data-testid": `mirrored-${slug(m.namespace)}-${slug(m.name)}` },
+          l.mirrored_services.map((m) => h("tr", { "data-testid": `mirrored-${slug(m.namespace)}-${slug(m.name)}`,
+            title: m.remote ? `mirrors ${m.remote}` : "" },
             h("td", { text: m.name }), h("td", { text: m.namespace }), h("td", { text: m.endpoints }),
             h("td", { class: m.ready ? "good" : "bad", text: m.ready ? "ready" : "not ready" }))))),
       h("h4", { text: "cross-cluster edges" }),
@@ -515,7 +541,7 @@ async function refresh() {
     if (clustersOk && state.cluster) {
       await section("namespaces", refreshNamespaces);
       await Promise.all([
-        section("deployments", refreshDeployments),
+        section("deployments", refreshDeployments).then(() => section("outbound", refreshOutbound)),
         section("edges", refreshEdges),
         section("routes", refreshRoutes),
         section("multicluster", refreshMulticluster),

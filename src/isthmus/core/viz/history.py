@@ -24,14 +24,64 @@ from __future__ import annotations
 import math
 from array import array
 from collections import deque
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 
 from isthmus.core.viz.exposition import Series
 from isthmus.core.viz.model import Sample
 
-__all__ = ["TargetHistory"]
+__all__ = ["Labels", "TargetHistory"]
 
 _NAN = math.nan
+
+
+class Labels(Mapping[str, str]):
+    """A series' labels over its target's, without copying either.
+
+    Every column of every target would otherwise hold its own merged dict —
+    most of the collector's memory; the series' own dict is shared by every
+    target that has the same series (`_interned`).
+    """
+
+    __slots__ = ("own", "target")
+
+    def __init__(self, target: Mapping[str, str], own: Mapping[str, str]) -> None:
+        self.target = target
+        self.own = own
+
+    def __getitem__(self, key: str) -> str:
+        try:
+            return self.own[key]
+        except KeyError:
+            return self.target[key]
+
+    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        value = self.own.get(key)
+        if value is None:
+            return self.target.get(key, default)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.own
+        yield from (k for k in self.target if k not in self.own)
+
+    def __len__(self) -> int:
+        return len(self.own) + sum(1 for k in self.target if k not in self.own)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+_interned: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+INTERN_LIMIT = 500_000  # distinct label sets shared; past it each column gets its own
+
+
+def _own_labels(pairs: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    found = _interned.get(pairs)
+    if found is None:
+        found = dict(pairs)
+        if len(_interned) < INTERN_LIMIT:
+            _interned[pairs] = found
+    return found
 
 
 class TargetHistory:
@@ -43,7 +93,7 @@ class TargetHistory:
         self.target_labels = dict(target_labels)
         self._columns: dict[Series, int] = {}
         self._names: list[str] = []
-        self._labels: list[dict[str, str]] = []
+        self._labels: list[Labels] = []
         self._fine: deque[tuple[float, array[float]]] = deque(maxlen=fine)
         self._coarse: deque[tuple[float, array[float]]] = deque(maxlen=coarse)
         self._coarse_step = coarse_step
@@ -70,7 +120,7 @@ class TargetHistory:
             if series not in columns:
                 columns[series] = len(columns)
                 self._names.append(series[0])
-                self._labels.append({**self.target_labels, **dict(series[1])})
+                self._labels.append(Labels(self.target_labels, _own_labels(series[1])))
         row = array("d", [_NAN]) * len(columns)
         for series, value in values.items():
             row[columns[series]] = value

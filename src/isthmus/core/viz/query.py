@@ -137,6 +137,22 @@ def histogram_quantile(q: float, buckets: Mapping[float, float]) -> float | None
     return lower_bound
 
 
+_LE: dict[str, float | None] = {}
+
+
+def _le(text: str) -> float | None:
+    """A bucket bound, parsed once per distinct text."""
+    if text in _LE:
+        return _LE[text]
+    try:
+        value: float | None = float(text)
+    except ValueError:
+        value = None
+    if len(_LE) < 10_000:
+        _LE[text] = value
+    return value
+
+
 @dataclass
 class _Acc:
     """Sums of one row's series."""
@@ -152,11 +168,9 @@ class _Acc:
             self.success += s.value
 
     def add_bucket(self, s: Sample) -> None:
-        try:
-            le = float(s.get("le"))
-        except ValueError:
-            return
-        self.buckets[le] = self.buckets.get(le, 0.0) + s.value
+        le = _le(s.get("le"))
+        if le is not None:
+            self.buckets[le] = self.buckets.get(le, 0.0) + s.value
 
     def latency(self) -> dict[str, float] | None:
         if self.buckets.get(math.inf, 0.0) <= 0:
@@ -205,67 +219,85 @@ class StatRow:
 
 
 Matcher = Callable[[Mapping[str, str]], bool]
+# What a row reads: its direction and the labels that must equal given values.
+Key = tuple[str, tuple[str, ...], tuple[str, ...]]
 
 
-def _src_matcher(kind: str, namespace: str, name: str) -> Matcher:
-    label = _SRC_LABEL.get(kind)
+def _src_fields(kind: str, namespace: str, name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     if kind == "namespace":
-        return lambda labels: labels.get("namespace") == name
+        return ("namespace",), (name,)
+    label = _SRC_LABEL.get(kind)
     if label is None:
         raise QueryError(f"a {kind} cannot be a traffic source; use deploy, pod or ns")
-    return lambda labels: labels.get("namespace") == namespace and labels.get(label) == name
+    return ("namespace", label), (namespace, name)
 
 
-def _dst_matcher(kind: str, namespace: str, name: str) -> Matcher:
+def _dst_fields(kind: str, namespace: str, name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     if kind == "namespace":
-        return lambda labels: labels.get("dst_namespace") == name
-    label = _DST_LABEL[kind]
-    return lambda labels: labels.get("dst_namespace") == namespace and labels.get(label) == name
+        return ("dst_namespace",), (name,)
+    return ("dst_namespace", _DST_LABEL[kind]), (namespace, name)
 
 
-def _row_matcher(t: StatTarget, from_: Ref | None, to: Ref | None) -> tuple[str, Matcher]:
-    """(direction, labels → bool) of the series one row reads."""
+def _row_key(t: StatTarget, from_: Ref | None, to: Ref | None) -> Key:
+    """(direction, label names, wanted values) of the series one row reads."""
     if from_ is not None:
-        src = _src_matcher(from_.kind, from_.namespace, from_.name)
-        dst = _dst_matcher(t.kind, t.namespace, t.name)
-        return "outbound", lambda labels: src(labels) and dst(labels)
+        src = _src_fields(from_.kind, from_.namespace, from_.name)
+        dst = _dst_fields(t.kind, t.namespace, t.name)
+        return "outbound", src[0] + dst[0], src[1] + dst[1]
     if to is not None:
         if t.kind == "service":
             raise QueryError("--to cannot be used with svc rows (a service sends nothing); "
                              "stat the deployments that call it instead")
-        src = _src_matcher(t.kind, t.namespace, t.name)
-        dst = _dst_matcher(to.kind, to.namespace, to.name)
-        return "outbound", lambda labels: src(labels) and dst(labels)
+        src = _src_fields(t.kind, t.namespace, t.name)
+        dst = _dst_fields(to.kind, to.namespace, to.name)
+        return "outbound", src[0] + dst[0], src[1] + dst[1]
     if t.kind == "service":
-        return "outbound", _dst_matcher("service", t.namespace, t.name)
-    return "inbound", _src_matcher(t.kind, t.namespace, t.name)
+        return ("outbound", *_dst_fields("service", t.namespace, t.name))
+    return ("inbound", *_src_fields(t.kind, t.namespace, t.name))
 
 
 def stat(targets: Sequence[StatTarget], increases: Iterable[Sample], gauges: Iterable[Sample],
          window: float, *, from_: Ref | None = None, to: Ref | None = None) -> list[StatRow]:
-    """One row per target, in the order given; metrics None where no traffic was seen."""
+    """One row per target, in the order given; metrics None where no traffic was seen.
+
+    Rows are indexed by the label values they read, so each sample is looked
+    up once per distinct (direction, label names), not matched against every row.
+    """
     if from_ is not None and to is not None:
         raise QueryError("--from and --to cannot be used together; pick one")
-    matchers = [_row_matcher(t, from_, to) for t in targets]
+    index: dict[tuple[str, tuple[str, ...]], dict[tuple[str, ...], list[int]]] = {}
+    for i, t in enumerate(targets):
+        direction, fields, values = _row_key(t, from_, to)
+        index.setdefault((direction, fields), {}).setdefault(values, []).append(i)
+    groups = list(index.items())
     accs = [_Acc() for _ in targets]
     seen = [False] * len(targets)
+
+    def rows_of(s: Sample, want_peer: bool) -> list[int]:
+        direction = s.labels.get("direction")
+        found: list[int] = []
+        for (want, fields), by_values in groups:
+            if direction != want:
+                continue
+            if want_peer and s.labels.get("peer") != ("src" if want == "inbound" else "dst"):
+                continue
+            hit = by_values.get(tuple(s.labels.get(f) or "" for f in fields))
+            if hit:
+                found += hit
+        return found
+
     for s in increases:
         if s.name not in HTTP_NAMES:
             continue
-        direction = s.get("direction")
-        for i, (want, match) in enumerate(matchers):
-            if direction == want and match(s.labels):
-                _fold(accs[i], s, "response_total", "response_latency_ms_bucket")
-                seen[i] = True
+        for i in rows_of(s, False):
+            _fold(accs[i], s, "response_total", "response_latency_ms_bucket")
+            seen[i] = True
     for s in gauges:
         if s.name != "tcp_open_connections":
             continue
-        direction, peer = s.get("direction"), s.get("peer")
-        for i, (want, match) in enumerate(matchers):
-            wanted_peer = "src" if want == "inbound" else "dst"
-            if direction == want and peer == wanted_peer and match(s.labels):
-                accs[i].tcp += s.value
-                seen[i] = True
+        for i in rows_of(s, True):
+            accs[i].tcp += s.value
+            seen[i] = True
     rows = []
     for t, acc, was_seen in zip(targets, accs, seen, strict=True):
         if not was_seen:

@@ -23,12 +23,14 @@ from typing import Annotated, Any
 import typer
 
 from isthmus import __version__
+from isthmus.cli.viz_dashboard import dashboard_cmd
 from isthmus.cli.viz_prometheus import prometheus_config_cmd
 
 __all__ = ["viz_api_cmd", "viz_app"]
 
 viz_app = typer.Typer(no_args_is_help=True,
                       help="Viz: metrics, stat/top/edges/routes/tap and the dashboard.")
+viz_app.command("dashboard")(dashboard_cmd)
 viz_app.command("prometheus-config")(prometheus_config_cmd)
 
 Output = Annotated[str, typer.Option("-o", "--output", help="table or json")]

@@ -24,7 +24,7 @@ import typer
 
 from isthmus import __version__
 from isthmus.cli.viz_dashboard import dashboard_cmd
-from isthmus.cli.viz_prometheus import prometheus_config_cmd
+from isthmus.cli.viz_prometheus import prometheus_config_cmd, prometheus_targets_cmd
 
 __all__ = ["viz_api_cmd", "viz_app"]
 
@@ -32,6 +32,7 @@ viz_app = typer.Typer(no_args_is_help=True,
                       help="Viz: metrics, stat/top/edges/routes/tap and the dashboard.")
 viz_app.command("dashboard")(dashboard_cmd)
 viz_app.command("prometheus-config")(prometheus_config_cmd)
+viz_app.command("prometheus-targets")(prometheus_targets_cmd)
 
 Output = Annotated[str, typer.Option("-o", "--output", help="table or json")]
 ApiUrl = Annotated[str | None, typer.Option(

@@ -47,8 +47,10 @@ import json
 import os
 import ssl
 import sys
+import time
 import urllib.request
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Protocol
 
@@ -67,14 +69,20 @@ from lightkube.resources.rbac_authorization_v1 import (
     Role,
     RoleBinding,
 )
+from rich.console import Console
 
 from isthmus import __version__
 from isthmus.adapters import kubeconfig
 from isthmus.adapters.clusterdir import isthmus_home
+from isthmus.cli.check import OUTPUTS, TableOutput
+from isthmus.components.checks import multicluster as mccheck
+from isthmus.components.checks.runner import run
 from isthmus.core import mirror as core
+from isthmus.core.checks import CheckResult, report, succeeded
 from isthmus.core.identity import parse_workload_identity
 from isthmus.core.inject import InjectConfig
 from isthmus.core.names import validate_dns1123_label, validate_dns1123_subdomain
+from isthmus.core.proxy.retry import parse_duration
 from isthmus.core.selectors import SelectorError
 from isthmus.resources import manifests
 from isthmus.resources import multicluster_manifests as mc
@@ -564,6 +572,17 @@ def make_multicluster_app(connect: Callable[[str | None], ClusterReader] = kube_
             return
         print(manifests.dump(mc.allow(cluster_name)), end="")
 
+    @app.command("check")
+    def check_cmd(
+            ctx: typer.Context,
+            output: Annotated[str, typer.Option("-o", "--output", help="table, json or short")] = "table",
+            wait: Annotated[str, typer.Option(
+                "--wait", help="how long to retry checks of states that settle (mirror pods, gateways), "
+                               "e.g. 5m, 30s, 0")] = "5m0s",
+    ) -> None:
+        """Check every Link of the cluster: credentials, shared trust anchor, mirrors, gateways (exit 1 on failure)."""
+        check_links(_context(ctx), output=output, wait=wait)
+
     @app.command("gateways")
     def gateways_cmd(
             ctx: typer.Context,
@@ -594,6 +613,36 @@ def make_multicluster_app(connect: Callable[[str | None], ClusterReader] = kube_
                 print(f"  {r['reason']}")
 
     return app
+
+
+def check_links(context: str | None, *, output: str, wait: str) -> None:
+    """`multicluster check`: the checks of `components.checks.multicluster`, printed as `isthmus check` prints."""
+    if output not in OUTPUTS:
+        _fail(MulticlusterError(f"-o/--output must be one of {', '.join(OUTPUTS)}, not {output!r}"))
+    seconds = parse_duration(wait)
+    if seconds is None or seconds < 0:
+        _fail(MulticlusterError(f"--wait {wait!r} is not a duration (like 5m, 30s, 1m30s or 0)"))
+        return
+    env = mccheck.MulticlusterEnv(kubeconfig=kubeconfig_path(), context=context, now=lambda: datetime.now(UTC))
+    console = Console(highlight=False, soft_wrap=True)
+    table = TableOutput(console, short=output == "short") if output != "json" else None
+    results: list[CheckResult] = []
+    try:
+        for result in run(mccheck.categories(), env, wait=seconds, clock=time.monotonic, sleep=time.sleep,
+                          on_retry=table.waiting if table is not None else None):
+            results.append(result)
+            if table is not None:
+                table.result(result)
+    finally:
+        close = getattr(env.cluster, "close", None)
+        if close is not None:
+            close()
+    if table is not None:
+        table.finish(results)
+    else:
+        print(json.dumps(report(results), indent=2))
+    if not succeeded(results):
+        raise typer.Exit(1)
 
 
 def _mirror_latency(pods: list[Obj], cluster: str) -> float | None:

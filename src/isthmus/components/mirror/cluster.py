@@ -117,6 +117,9 @@ class ClusterMirror:
         self.prober = GatewayProber(link, metrics=metrics, on_change=self._on_gateway, resolver=resolver,
                                     probe=probe, resolve_period=resolve_period, **prober_args)
         self.remote: RemoteCluster | None = None
+        # The last remote session that listed, kept while a new one (new credentials) has not: its
+        # caches still say what the remote had, so the gateway's liveness keeps reaching the mirrors.
+        self._last_known: RemoteCluster | None = None
         self._remote_task: asyncio.Task[None] | None = None
         self._kubeconfig: bytes | None = None
         self.credentials_problem: tuple[str, str] | None = None
@@ -168,6 +171,8 @@ class ClusterMirror:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if remote is not None:
+            if remote.synced:
+                self._last_known = remote
             with contextlib.suppress(Exception):
                 await remote.close()
 
@@ -220,6 +225,7 @@ class ClusterMirror:
             await informer.synced.wait()
         if remote is not self.remote:
             return
+        self._last_known = None
         log.info("%s: remote listed (%d services); reconciling every mirror", self.cluster,
                  len(remote.services.cache) if remote else 0)
         for kind, informer in (("Endpoints", self.local_endpoints), ("Service", self.local_services)):
@@ -233,9 +239,13 @@ class ClusterMirror:
     # ------------------------------------------------------------------ reconciling
 
     @property
+    def _local_synced(self) -> bool:
+        return (self.local_services.synced.is_set() and self.local_endpoints.synced.is_set()
+                and self.namespaces.synced.is_set())
+
+    @property
     def synced(self) -> bool:
-        return (self.remote is not None and self.remote.synced and self.local_services.synced.is_set()
-                and self.local_endpoints.synced.is_set() and self.namespaces.synced.is_set())
+        return self.remote is not None and self.remote.synced and self._local_synced
 
     def _local_view(self, kind: str, ns: str, name: str) -> dict[str, Any] | None:
         informer = self.local_services if kind == "Service" else self.local_endpoints
@@ -243,9 +253,13 @@ class ClusterMirror:
 
     async def reconcile(self, key: Hashable) -> float | None:
         assert isinstance(key, tuple)
-        remote = self.remote
+        remote, stale = self.remote, False
         if remote is None or not self.synced:
-            return None  # everything is queued again once both sides are listed
+            # Until the current session has listed, only what the last one knew is used, and only to
+            # keep the mirrors' endpoints true to the gateway: nothing is deleted on stale knowledge.
+            remote, stale = self._last_known, True
+            if remote is None or not self._local_synced:
+                return None  # everything is queued again once both sides are listed
         ns, name = key
         mname = core.mirror_name(name, self.cluster)
         decision = core.decide(
@@ -255,10 +269,13 @@ class ClusterMirror:
             local_endpoints=self._local_view("Endpoints", ns, mname),
             namespace_exists=("", ns) in self.namespaces.cache, gateway=self.prober.gateway)
         for action in decision.actions:
+            if stale and (action.verb != "update" or action.kind != "Endpoints"):
+                continue
             again = await self._apply(action)
             if again is not None:
                 return again
-        self._set_status(key, decision.status)
+        if not stale:
+            self._set_status(key, decision.status)
         return None
 
     def _set_status(self, key: Key, status: core.ServiceStatus | None) -> None:

@@ -173,11 +173,21 @@ class GatewayProber:
                 self.message = f"gateway {','.join(self.addresses)} answers its probes"
                 log.info("gateway of %s is alive", self._link.target_cluster_name)
             else:
-                self.message = (f"gateway {','.join(self.addresses) or '-'} failed {spec.failure_threshold} "
-                                f"probes in a row; the last: {self.last_error}")
+                self.message = self._not_alive_message()
                 log.warning("gateway of %s is not alive: %s", self._link.target_cluster_name, self.last_error)
             self._on_change(self.gateway)
+        elif not ok and not self.state.alive:
+            # Still not alive: say why now (a gateway that answered 503 may since refuse connections).
+            message = self._not_alive_message()
+            if message != self.message:
+                self.message = message
+                self._on_change(self.gateway)
         return ok
+
+    def _not_alive_message(self) -> str:
+        spec = self._link.probe
+        return (f"gateway {','.join(self.addresses) or '-'} failed {spec.failure_threshold} probes in a "
+                f"row; the last: {self.last_error}")
 
     async def run(self) -> None:
         await self.resolve()

@@ -512,6 +512,33 @@ async def test_admin_ready_live_metrics_and_tap(pair: Pair) -> None:
     assert not pair.client.tap.active  # the subscription ends with the stream
 
 
+async def test_tap_streams_every_event_of_concurrent_requests(pair: Pair) -> None:
+    assert pair.client.admin is not None
+    host, port = pair.client.admin.address
+    n = 40
+
+    async def tap() -> list[str]:
+        async with pair.session.get(f"http://{host}:{port}/tap?max={3 * n}&namespace=ns"
+                                    f"&resource=deploy/client") as r:
+            return (await r.text()).splitlines()
+
+    task = asyncio.ensure_future(tap())
+    while not pair.client.tap.active:
+        await asyncio.sleep(0.01)
+    statuses = await asyncio.gather(*(pair.get(f"/status/{200 + i % 5}") for i in range(n)))
+    assert [s for s, _, _ in statuses] == [200 + i % 5 for i in range(n)]
+    lines = await asyncio.wait_for(task, 10)
+    assert len(lines) == 3 * n
+    kinds: dict[str, list[str]] = {}
+    for line in lines:
+        kind, ident = line.split(" ")[:2]
+        kinds.setdefault(ident, []).append(kind)
+    assert len(kinds) == n
+    assert all(k == ["req", "rsp", "end"] for k in kinds.values())
+    await asyncio.sleep(0.05)
+    assert not pair.client.tap.active
+
+
 async def test_proxy_without_destination_forwards_ip_authorities_only(pair: Pair) -> None:
     proxy = Proxy(config(None))
     await proxy.start()

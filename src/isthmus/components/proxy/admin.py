@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("isthmus.proxy.admin")
 
-TAP_QUEUE = 1000
+TAP_QUEUE = 1000  # lines a tap subscriber may be behind before events are dropped
 
 
 class AdminServer:
@@ -87,12 +87,17 @@ class AdminServer:
             max_events = int(limit) if limit is not None else None
         except (TapQueryError, ValueError) as e:
             return web.Response(status=400, text=f"bad tap query: {e}\n")
-        queue: asyncio.Queue[bytes] = asyncio.Queue(TAP_QUEUE)
+        # Lines wait in `pending` and go out together, one write per wake-up of this
+        # handler rather than one per line: a busy proxy makes many events per loop turn.
+        pending: list[bytes] = []
+        wake = asyncio.Event()
 
         def sink(line: bytes) -> None:
-            if queue.full():
+            if len(pending) >= TAP_QUEUE:
                 return  # a slow reader loses events rather than slowing the proxy
-            queue.put_nowait(line)
+            pending.append(line)
+            if not wake.is_set():
+                wake.set()
 
         response = web.StreamResponse(headers={
             "Content-Type": "application/x-ndjson" if fmt == "json" else "text/plain; charset=utf-8"})
@@ -101,9 +106,12 @@ class AdminServer:
         sent = 0
         try:
             while max_events is None or sent < max_events:
-                line = await queue.get()
-                await response.write(line)
-                sent += 1
+                await wake.wait()
+                wake.clear()
+                batch = pending[:] if max_events is None else pending[:max_events - sent]
+                pending.clear()
+                await response.write(b"".join(batch))
+                sent += len(batch)
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:

@@ -120,6 +120,8 @@ class TapMeta:
     path: str
     src_labels: Mapping[str, str] = field(default_factory=dict)
     dst_labels: Mapping[str, str] = field(default_factory=dict)
+    # "proxy=... src=... dst=... tls=..." of the text lines, made by the first `TapEvent.line`.
+    flow: str = field(default="", init=False, repr=False, compare=False)
 
 
 def _resource_matches(labels: Mapping[str, str], namespace: str | None,
@@ -267,10 +269,11 @@ class TapEvent:
     def line(self) -> str:
         """The event as ``linkerd viz tap`` prints it (no newline)."""
         m = self.meta
-        flow = (f"id={self.base}:{self.stream} "
-                f"proxy={'out' if m.direction == 'outbound' else 'in '} "
-                f"src={_addr(m.src_ip, m.src_port)} dst={_addr(m.dst_ip, m.dst_port)} "
-                f"tls={m.tls}")
+        if not m.flow:
+            m.flow = (f"proxy={'out' if m.direction == 'outbound' else 'in '} "
+                      f"src={_addr(m.src_ip, m.src_port)} dst={_addr(m.dst_ip, m.dst_port)} "
+                      f"tls={m.tls}")
+        flow = f"id={self.base}:{self.stream} {m.flow}"
         if self.kind == "req":
             return f"req {flow} :method={m.method} :authority={m.authority} :path={m.path}"
         if self.kind == "rsp":

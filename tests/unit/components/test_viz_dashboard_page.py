@@ -20,6 +20,8 @@ from isthmus.components.webapp import json_response, serve
 from isthmus.core.proxy.tap import TapEvent, TapMeta
 
 playwright_api = pytest.importorskip("playwright.async_api")
+# the page redraws every 3 s; on a busy machine a redraw may take a few polls
+playwright_api.expect.set_options(timeout=30_000)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -131,7 +133,7 @@ class FakeVizApi:
         meta = TapMeta("outbound", "127.161.0.7", 40100, "127.162.128.1", 4143, "true", "GET",
                        "web-svc-east.emojivoto.svc.cluster.local:80", "/api/list",
                        src_labels={"namespace": "emojivoto", "deployment": "vote-bot", "pod": "vote-bot-7d9f-x2"},
-                       dst_labels={"namespace": "emojivoto", "service": "web-svc-east"})
+                       dst_labels={"namespace": "emojivoto", "service": "web-svc-east", "target_cluster": "east"})
         stream = 0
         try:
             while True:
@@ -192,6 +194,7 @@ async def page() -> AsyncIterator[Any]:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             pg = await browser.new_page(viewport={"width": 1400, "height": 1500})
+            pg.set_default_timeout(30_000)
             yield pg
         finally:
             await browser.close()
@@ -244,7 +247,9 @@ async def test_the_page_shows_both_clusters_and_follows_clicks(site, page, tmp_p
     first_call = page.get_by_test_id("call-row").first
     await expect(first_call.get_by_test_id("call-tls")).to_have_text("mTLS")
     await expect(first_call.get_by_test_id("call-from")).to_have_text("vote-bot-7d9f-x2")
-    await expect(first_call.get_by_test_id("call-to")).to_have_text("web-svc-east.emojivoto.svc.cluster.local:80")
+    await expect(first_call.get_by_test_id("call-to")).to_have_text("web-svc-east @ east")
+    await expect(first_call.get_by_test_id("call-to")).to_have_attribute(
+        "title", "web-svc-east.emojivoto.svc.cluster.local:80 127.162.128.1:4143")
     await expect(page.get_by_test_id("call-row").locator("[data-testid=call-status]", has_text="500").first
                  ).to_be_visible()
 

@@ -133,6 +133,14 @@ function chart(series, opts) {
     path.setAttribute("class", `line ${s.cls || ""}`);
     svg.append(path);
   }
+  if (all.length === 0 && opts.label !== false) {
+    const t = document.createElementNS(SVG, "text");
+    t.setAttribute("x", w / 2);
+    t.setAttribute("y", hgt / 2 + 4);
+    t.setAttribute("class", "nodata");
+    t.textContent = opts.empty || "no requests served in the window";
+    svg.append(t);
+  }
   if (opts.label !== false) {
     const t = document.createElementNS(SVG, "text");
     t.setAttribute("x", w - pad);
@@ -261,6 +269,11 @@ function renderDetail(row, series) {
     h("div", { class: "now", "data-testid": "detail-latency", text: `${lat(row, "p50")} / ${lat(row, "p95")} / ${lat(row, "p99")}` }));
 }
 
+// Ready, RemoteReachable, GatewayAlive: a problem when not True; Missing...: a problem when True.
+function conditionIsProblem(c) {
+  return /^Missing/.test(c.type) ? c.status === "True" : c.status !== "True";
+}
+
 function edgeRow(e, prefix) {
   return h("tr", {
     "data-testid": `${prefix}-${slug(e.src)}-${slug(e.dst)}`, "data-src": e.src, "data-dst": e.dst,
@@ -344,7 +357,7 @@ async function refreshMulticluster() {
         h("dt", { text: "latency" }), h("dd", { "data-testid": "gateway-latency", text: ms(l.latency_ms) }),
         h("dt", { text: "probes" }), h("dd", { "data-testid": "gateway-probes", text: `${probes.success ?? 0} ok, ${probes.failure ?? 0} failed` }),
         h("dt", { text: "identity" }), h("dd", { class: "id", title: l.gateway_identity || "", text: l.gateway_identity || "-" })),
-      ...(l.conditions || []).filter((c) => c.status && c.status !== "True").map((c) =>
+      ...(l.conditions || []).filter(conditionIsProblem).map((c) =>
         h("p", { class: "bad", "data-testid": "link-condition", text: `${c.type}: ${c.message || c.reason || c.status}` })),
       h("h4", { text: "mirrored services" }),
       h("table", { "data-testid": "mirrored-services" },
@@ -408,12 +421,12 @@ function fromJsonEvent(ev) {
   return {
     key: `${addr(src)}|${addr(dst)}|${id}`, kind: req ? "req" : rsp ? "rsp" : "end",
     dir: out ? "out" : "in", src: addr(src), dst: addr(dst),
-    srcName: sm.pod || sm.deployment || "", dstName: dm.pod || dm.service || dm.deployment || "",
+    srcName: sm.pod || sm.deployment || "", dstName: dm.service || dm.deployment || dm.pod || "",
+    dstCluster: dm.target_cluster || "",
     tls: String((out ? dm.tls : sm.tls) ?? ""),
     method: req && req.method, authority: req && req.authority, path: req && req.path,
     status: rsp ? String(rsp.httpStatus) : undefined, latency: rsp && micros(rsp.sinceRequestInit),
     duration: end && micros(end.sinceResponseInit), bytes: end ? `${end.responseBytes}B` : undefined,
-    at: ev.timestamp,
   };
 }
 
@@ -484,7 +497,7 @@ function takeTapEvent(ev) {
   if (ev.error) { showError("calls", `tap: ${ev.error}`); renderBanner(); return; }
   let call = state.tap.calls.get(ev.key);
   if (!call) {
-    call = { at: ev.at ? new Date(ev.at * 1000) : new Date(), f: {} };
+    call = { at: new Date(), f: {} };  // events carry the proxy's monotonic time: shown as received
     state.tap.calls.set(ev.key, call);
     state.tap.order.unshift(ev.key);
     state.tap.seen += 1;
@@ -508,8 +521,8 @@ function renderCalls() {
     return h("tr", { "data-testid": "call-row", "data-tls": String(tls), "data-status": f.status || "", "data-dir": f.dir || "" },
       h("td", { text: c.at.toLocaleTimeString() }), h("td", { text: f.dir || "-" }),
       h("td", { "data-testid": "call-from", title: f.src || "", text: f.srcName || f.src || "-" }),
-      h("td", { "data-testid": "call-to", title: `${f.dstName || ""} ${f.dst || ""}`.trim(),
-        text: f.authority || f.dstName || f.dst || "-" }),
+      h("td", { "data-testid": "call-to", title: `${f.authority || ""} ${f.dst || ""}`.trim(),
+        text: f.dstName ? `${f.dstName}${f.dstCluster ? ` @ ${f.dstCluster}` : ""}` : f.authority || f.dst || "-" }),
       h("td", { "data-testid": "call-tls", class: tls ? "good dot" : "bad dot", title: tls ? "mutual TLS" : f.tls || "",
         text: tls ? "mTLS" : `plain${f.tls ? ` (${f.tls})` : ""}` }),
       h("td", { text: f.method || "-" }), h("td", { text: f.path || "-" }),

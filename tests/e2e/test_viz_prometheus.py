@@ -2,9 +2,10 @@
 meshed emojivoto.
 
 Debian builds Prometheus without Kubernetes discovery, so the test uses
-`prometheus-config --targets-file` (file discovery) with the targets file
-kept by `TargetsWriter` (`isthmus viz prometheus-targets`), which labels every
-pod container port as Prometheus' own pod discovery does; the relabelling —
+`isthmus viz prometheus-config --targets-file` (file discovery) with the
+targets file kept by `isthmus viz prometheus-targets` (run as a user runs
+it), which labels every pod container port as Prometheus' own pod discovery
+does; the relabelling —
 which pods are kept and the target labels — is the same configuration as
 with Kubernetes discovery, and runs here in the real Prometheus.
 
@@ -27,10 +28,13 @@ with Kubernetes discovery, and runs here in the real Prometheus.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
+import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -47,16 +51,15 @@ from isthmus.adapters.kube import Informer
 from isthmus.components import cluster as clusters
 from isthmus.components.viz.collector import Collector, EmbeddedSource
 from isthmus.components.viz.prometheus import PrometheusSource
-from isthmus.components.viz.prometheus_targets import TargetsWriter
 from isthmus.core.viz import query
 from isthmus.core.viz.query import StatTarget
-from isthmus.resources.prometheus_config import PrometheusOptions, render
 
 from .conftest import Cluster, _start
 from .test_install import EMOJIVOTO, Installed, isthmus, ready, wait_until
 
 pytestmark = pytest.mark.e2e
 
+ISTHMUS = str(Path(sys.executable).parent / "isthmus")
 PROMETHEUS = "/usr/bin/prometheus"
 PROMTOOL = "/usr/bin/promtool"
 PROM_INTERVAL = 1.0
@@ -81,7 +84,7 @@ class Background:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.tasks: list[asyncio.Future[Any]] = []
+        self.tasks: list[concurrent.futures.Future[Any]] = []
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -148,6 +151,17 @@ class Setup:
         self.started = time.time()
 
 
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Ctrl-C, as a user stops `prometheus-targets`; SIGKILL if it does not go."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
 def lightkube_client(c: Cluster) -> AsyncClient:
     config = KubeConfig.from_file(c.kubeconfig).get(context_name=c.name)
     return AsyncClient(config=config, trust_env=False)
@@ -159,6 +173,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     c = _start(home, "prom", "fra1", extra_env={"ISTHMUS_RESTART_BACKOFF": "1"})
     bg: Background | None = None
     prometheus: Prometheus | None = None
+    writer: subprocess.Popen[bytes] | None = None
     try:
         certs = home / "certs"
         isthmus("certs", "create", "root", str(certs / "root.crt"), str(certs / "root.key"))
@@ -174,12 +189,14 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
                    lambda: (lambda ps: len(ps) == 4 and all(map(ready, ps)))(inst.pods("emojivoto")),
                    timeout=120)
 
-        # The targets file, kept by the writer; the collector beside it, as `isthmus viz-api` runs it.
-        bg = Background()
+        # The targets file, kept by `isthmus viz prometheus-targets`; the collector in this process,
+        # as `isthmus viz-api` runs it.
         targets = home / "targets.json"
+        writer = subprocess.Popen([ISTHMUS, "--context", c.name, "viz", "prometheus-targets", str(targets)],
+                                  stdout=subprocess.DEVNULL, stderr=(home / "targets.log").open("w"),
+                                  env=c.env(), start_new_session=True)
+        bg = Background()
         client = lightkube_client(c)
-        writer = TargetsWriter(client, targets)
-        bg.spawn(writer.run())
         collector = Collector(interval=VIZ_INTERVAL)
         informer = Informer(client, Pod, handler=collector.on_pod)
         bg.spawn(informer.run())
@@ -188,7 +205,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         wait_until("the targets file", targets.exists)
 
         config = home / "prometheus.yml"
-        config.write_text(render(PrometheusOptions(scrape_interval=PROM_INTERVAL, targets_file=str(targets))))
+        config.write_text(c.isthmus("--context", c.name, "viz", "prometheus-config", "--targets-file",
+                                    str(targets), "--scrape-interval", f"{PROM_INTERVAL:g}s").stdout)
         check = subprocess.run([PROMTOOL, "check", "config", str(config)], capture_output=True, text=True,
                                timeout=60)
         assert check.returncode == 0, check.stdout + check.stderr
@@ -199,6 +217,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     finally:
         if prometheus is not None:
             prometheus.stop()
+        if writer is not None:
+            stop_process(writer)
         if bg is not None:
             bg.stop()
         if c.dir.exists():
@@ -215,9 +235,9 @@ def test_prometheus_scrapes_the_meshed_proxies_with_the_target_labels(setup: Set
     prom = setup.prometheus
     pods = {p["metadata"]["name"]: p for p in setup.installed.pods("emojivoto")}
 
-    def all_up() -> list[dict[str, Any]] | None:
+    def all_up() -> list[dict[str, Any]]:
         found = prom.targets("isthmus-proxy")
-        return found if len(found) == 4 and all(t["health"] == "up" for t in found) else None
+        return found if len(found) == 4 and all(t["health"] == "up" for t in found) else []
 
     found = wait_until("the 4 emojivoto proxies up in Prometheus", all_up, timeout=60)
     # Only the proxies' admin ports: not the control plane (labelled, but without a proxy), not
@@ -234,12 +254,13 @@ def test_prometheus_scrapes_the_meshed_proxies_with_the_target_labels(setup: Set
     assert prom.targets("isthmus-service-mirror") == []  # no Link here
 
     # The proxies' own series come with those labels.
-    def series() -> list[dict[str, Any]] | None:
+    def series() -> list[dict[str, Any]]:
         result = prom.get("/api/v1/query", query='response_total{direction="inbound"}')["data"]["result"]
         return result if {r["metric"].get("deployment") for r in result} >= {"web", "emoji", "voting"} \
-            else None
+            else []
 
-    for r in wait_until("inbound responses of web, emoji and voting in Prometheus", series):
+    inbound = wait_until("inbound responses of web, emoji and voting", series)
+    for r in inbound:
         m = r["metric"]
         assert m["namespace"] == "emojivoto" and m["pod"] in pods
         assert m["serviceaccount"] == m["deployment"]  # emojivoto runs each as its own account

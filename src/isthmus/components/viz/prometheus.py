@@ -15,9 +15,10 @@ questions every viz query asks, through the HTTP API's instant queries
 **Extrapolation.** Prometheus' `increase` extrapolates: it takes the first
 and last samples inside the window and stretches their difference to the
 window's edges (by at most 1.1 average scrape intervals each side, and not
-below zero for a counter). The embedded collector does not extrapolate: its
-increase is the value at the last scrape at or before the window's end minus
-the value at the last scrape at or before its start. Both estimate the
+below zero for a counter). The embedded collector, once it has a window of
+history, does not extrapolate: its increase is the value at the last scrape
+at or before the window's end minus the value at the last scrape at or
+before its start. Both estimate the
 count over the whole window, and for steady traffic they differ by the
 traffic of about one scrape interval of each (where the samples fall): over
 a window W with scrape intervals i_prom and i_viz, RPS agree within roughly

@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit e2e bench clean
+.PHONY: demo test lint unit e2e bench clean diagram
 
 $(STAMP): pyproject.toml scripts/install-system-deps
 	bash scripts/install-system-deps
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml scripts/install-system-deps
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/isthmus demo-cluster
+	$(VENV)/bin/isthmus demo
 
 test: $(STAMP) lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider
@@ -33,6 +33,11 @@ bench: $(STAMP)
 BENCH_PROXY_ARGS ?=
 bench-proxy: $(STAMP)
 	$(VENV)/bin/python bench/proxy_pair.py $(BENCH_PROXY_ARGS)
+
+# docs/two-regions.svg (referenced from the README) from its Graphviz source.
+diagram: docs/two-regions.svg
+docs/two-regions.svg: docs/two-regions.dot
+	dot -Tsvg $< -o $@
 
 clean:
 	rm -rf $(VENV)

@@ -121,3 +121,4 @@ def stored_object(c: Cluster, key: str) -> dict[str, Any] | None:
     finally:
         db.close()
     return json.loads(row[0]) if row else None
+from .walkthrough import pytest_collection_modifyitems, walkthrough  # noqa: E402,F401  (the README tutorial + isthmus demo, shared)

@@ -596,14 +596,17 @@ def run_two_regions(out: Console, *, detach: bool, wan_latency: str | None = Non
 
 
 def processes_of(home: Path) -> list[tuple[int, str]]:
-    """Processes (pid, command line) that run from `home`: its cluster servers, their pods, dashboards.
+    """Processes (pid, command line) of the demo under `home`: its clusters' servers and pods, dashboards.
 
-    A process counts when its working directory is under `home`, or its
-    environment points into it (`ISTHMUS_HOME`, a pod's `ISTHMUS_POD_DIR`) and
-    it is an isthmus server (`cluster serve`, `viz dashboard`) or a pod. This
-    process and its ancestors are left out.
+    A process counts when its working directory or a pod's `ISTHMUS_POD_DIR`
+    is under west's or east's cluster directory or the demo's, or when it
+    runs with `ISTHMUS_HOME` equal to `home` and is `cluster serve west|east`
+    or a `viz dashboard`. Other clusters under the same home are not the
+    demo's and are left alone, as are this process and its ancestors.
     """
-    root = str(home.resolve())
+    raw, home = str(home), home.resolve()
+    roots = [str(ClusterDir(home, name).path) for name, _ in CLUSTERS] + [str(_demo_dir(home))]
+    servers = [f"cluster serve {name}" for name, _ in CLUSTERS] + ["viz dashboard"]
     skip = {os.getpid()}
     pid = os.getppid()
     while pid > 1 and pid not in skip:
@@ -612,6 +615,10 @@ def processes_of(home: Path) -> list[tuple[int, str]]:
             pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             break
+
+    def under(path: str) -> bool:
+        return any(path == r or path.startswith(r + "/") for r in roots)
+
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) in skip:
@@ -625,10 +632,9 @@ def processes_of(home: Path) -> list[tuple[int, str]]:
         if not cmdline or not _alive(int(entry.name)):
             continue
         env = dict(e.decode(errors="replace").partition("=")[::2] for e in environ if b"=" in e)
-        ours = (cwd == root or cwd.startswith(root + "/")
-                or env.get("ISTHMUS_POD_DIR", "").startswith(root + "/")
-                or (env.get("ISTHMUS_HOME") == root and ("cluster serve" in cmdline or "viz dashboard" in cmdline)))
-        if ours:
+        if (under(cwd) or under(env.get("ISTHMUS_POD_DIR", ""))
+                or (env.get("ISTHMUS_HOME") in (str(home), raw) and any(cmdline.endswith(x) or f"{x} " in cmdline
+                                                                  for x in servers))):
             found.append((int(entry.name), cmdline))
     return found
 
@@ -658,7 +664,7 @@ def down(out: Console, progress: Callable[[str], None]) -> None:
             path.unlink()
             progress(f"removed {path}")
     if not all_clusters(home):
-        _remove_if_unused(kc_path, progress)
+        _remove_if_unused(home, kc_path, progress)
         for d in (home / "clusters", home):
             with contextlib.suppress(OSError):
                 d.rmdir()  # only when empty
@@ -673,10 +679,10 @@ def down(out: Console, progress: Callable[[str], None]) -> None:
     out.print("the demo is gone: no cluster, dashboard or pod of it is running", highlight=False)
 
 
-def _remove_if_unused(kc_path: Path, progress: Callable[[str], None]) -> None:
-    """Delete the kubeconfig the clusters wrote when no context is left in it."""
-    if "KUBECONFIG" in os.environ or not kc_path.exists():
-        return
+def _remove_if_unused(home: Path, kc_path: Path, progress: Callable[[str], None]) -> None:
+    """Delete the kubeconfig the clusters wrote under `home` when no context is left in it."""
+    if not kc_path.exists() or kc_path.resolve().parent != home.resolve():
+        return  # a kubeconfig of the user's own ($KUBECONFIG elsewhere): only its contexts were removed
     try:
         import yaml
 

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from lightkube import AsyncClient, KubeConfig
+from lightkube import ApiError, AsyncClient, KubeConfig
 from lightkube.core.exceptions import ConfigError
+from lightkube.resources.core_v1 import Pod
 from rich.console import Console
 from rich.text import Text
 
@@ -119,6 +120,20 @@ def _client(context: str | None) -> tuple[AsyncClient, str]:
         raise AssertionError("unreachable") from None
 
 
+async def _probe(client: AsyncClient, context: str) -> None:
+    """One list of pods first, so an unreachable API or a refusal is one line, not retries."""
+    try:
+        async for _ in client.list(Pod, namespace="*", chunk_size=1):
+            break
+    except ApiError as e:
+        _fail(f"cannot list the pods of context {context!r}: {e.status.message} ({e.status.code}); "
+              f"the writer needs get, list and watch on pods (`kubectl --context={context} auth can-i "
+              "watch pods -A`)")
+    except Exception as e:  # httpx transport errors, TLS, a bad address
+        _fail(f"cannot reach the API of context {context!r}: {e or type(e).__name__}; "
+              f"`kubectl --context={context} get pods -A` should answer")
+
+
 def prometheus_targets_cmd(
         ctx: typer.Context,
         path: Annotated[Path, typer.Argument(help="the targets file (`--targets-file` of prometheus-config)")],
@@ -135,6 +150,7 @@ def prometheus_targets_cmd(
 
     async def main() -> None:
         try:
+            await _probe(client, context)
             await writer.run(once=once)
         finally:
             await client.close()

@@ -1,5 +1,6 @@
 """`isthmus viz prometheus-config`: the configuration (checked by the real promtool), the
-file-discovery targets, and the command's options and refusals.
+file-discovery targets, and the command's options and refusals; `prometheus-targets`' refusals
+(it runs against a cluster in tests/e2e/test_viz_prometheus.py).
 
 Debian's promtool and prometheus are built without Kubernetes discovery, so
 promtool checks the file-discovery form; the Kubernetes form differs only in
@@ -10,6 +11,7 @@ share runs in a real Prometheus in tests/e2e/test_viz_prometheus.py).
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,8 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from isthmus.cli.viz_prometheus import prometheus_config_cmd
+from isthmus.cli.viz_prometheus import prometheus_config_cmd, prometheus_targets_cmd
+from isthmus.components.viz.prometheus_targets import write_atomically
 from isthmus.resources.prometheus_config import (
     MIRROR_JOB,
     PROXY_JOB,
@@ -262,3 +265,61 @@ def test_command_refusals_are_one_line_and_print_nothing(args: list[str], messag
     assert result.exit_code == 1
     assert result.stdout == ""
     assert result.stderr.strip() == message
+
+
+# ------------------------------------------------------------------ prometheus-targets
+
+
+def targets_app() -> typer.Typer:
+    a = typer.Typer()
+
+    @a.callback()
+    def root(ctx: typer.Context, context: str = typer.Option(None, "--context")) -> None:
+        ctx.obj = {"context": context, "namespace": None}
+
+    a.command("prometheus-targets")(prometheus_targets_cmd)
+    return a
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def test_targets_command_refusals_write_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    kc = tmp_path / "kc"
+    kc.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "gone",
+        "clusters": [{"name": "gone", "cluster": {"server": f"https://127.0.0.1:{closed_port()}",
+                                                  "insecure-skip-tls-verify": True}}],
+        "users": [{"name": "gone", "user": {"token": "t"}}],
+        "contexts": [{"name": "gone", "context": {"cluster": "gone", "user": "gone"}}]}))
+    monkeypatch.setenv("KUBECONFIG", str(kc))
+    target = tmp_path / "targets.json"
+
+    def run_targets(*args: str) -> Any:
+        return CliRunner().invoke(targets_app(), list(args))
+
+    down = run_targets("prometheus-targets", str(target), "--once")
+    assert down.exit_code == 1
+    assert down.stderr.startswith("error: cannot reach the API of context 'gone': ")
+    assert down.stderr.strip().endswith("`kubectl --context=gone get pods -A` should answer")
+    assert len(down.stderr.strip().splitlines()) == 1
+    unknown = run_targets("--context", "west", "prometheus-targets", str(target))
+    assert unknown.stderr.strip() == f"error: context 'west' is not in the kubeconfig {kc} (its contexts: gone)"
+    no_dir = run_targets("prometheus-targets", str(tmp_path / "no" / "targets.json"))
+    assert no_dir.stderr.strip() == (f"error: cannot write {tmp_path / 'no' / 'targets.json'}: "
+                                     f"the directory {tmp_path / 'no'} does not exist")
+    a_dir = run_targets("prometheus-targets", str(tmp_path))
+    assert a_dir.exit_code == 1 and "it is a directory" in a_dir.stderr
+    assert not target.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["kc"]
+
+
+def test_the_targets_file_is_replaced_whole(tmp_path: Path) -> None:
+    path = tmp_path / "targets.json"
+    write_atomically(path, "[]\n")
+    write_atomically(path, json.dumps(file_sd_groups([meshed_pod()])))
+    assert len(json.loads(path.read_text())) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["targets.json"]  # no temporary file left

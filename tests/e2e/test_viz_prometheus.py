@@ -15,14 +15,17 @@ with Kubernetes discovery, and runs here in the real Prometheus.
 2. stat (deployments and services), routes and edges computed by
    `isthmus.core.viz.query` from `PrometheusSource` and from the embedded
    collector's `EmbeddedSource`, at the same instant over the same 30 s
-   window, agree: success rates within 0.03, RPS and latency p50 within 15 %
-   (+ 0.05/s, + 1 ms). The gap to expect is at most about (i_prom + i_viz) / W
-   = (1 s + 1 s) / 30 s = 7 %: Prometheus' `increase` extrapolates the
-   samples inside the window to its edges, the collector takes the values at
-   the last scrapes before the window's start and end, and the two scrape at
-   different instants. Twice that leaves room for scheduling jitter on a
-   loaded machine. (Measured: RPS within 1 %, success within 0.008, p50
-   within 3 %, over a 60 s window.)
+   window, agree: RPS and latency p50 within 15 % (+ 0.05/s, + 1 ms), success
+   rates within 0.05. The RPS gap to expect is at most about
+   (i_prom + i_viz) / W = (1 s + 1 s) / 30 s = 7 %: Prometheus' `increase`
+   extrapolates the samples inside the window to its edges, the collector
+   takes the values at the last scrapes before the window's start and end,
+   and the two scrape at different instants; twice that leaves room for
+   scheduling jitter on a loaded machine. Success rates differ by the
+   requests at the window's edges that one source counts and the other does
+   not: voting answers ~60 requests in 30 s, so one failed doughnut vote at
+   an edge moves its rate by 0.017; 0.05 allows two, and more. (Measured
+   over four runs: RPS within 2 %, success within 0.015, p50 within 6 %.)
 """
 
 from __future__ import annotations
@@ -322,7 +325,7 @@ def test_viz_answers_alike_from_prometheus_and_from_the_embedded_collector(setup
             continue
         assert v["rps"] and v["rps"] > 0.5, report
         assert close(p["rps"], v["rps"], 0.15, 0.05), report
-        assert close(p["success"], v["success"], 0.0, 0.03), report
+        assert close(p["success"], v["success"], 0.0, 0.05), report
         assert p["latency_ms"] is not None and v["latency_ms"] is not None, report
         assert close(p["latency_ms"]["p50"], v["latency_ms"]["p50"], 0.15, 1.0), report
     # The doughnut votes fail: voting and web answer below 100 % on both.
@@ -335,7 +338,7 @@ def test_viz_answers_alike_from_prometheus_and_from_the_embedded_collector(setup
     for v in busy:
         p = prom_routes[v["route"]]
         assert close(p["rps"], v["rps"], 0.15, 0.05), route_report
-        assert close(p["success"], v["success"], 0.0, 0.03), route_report
+        assert close(p["success"], v["success"], 0.0, 0.05), route_report
 
     # Edges: the same pairs, secured, with the same identities (the client's from `serviceaccount`).
     assert edges_prom == edges_viz, json.dumps({"prometheus": edges_prom, "embedded": edges_viz}, indent=1)

@@ -22,7 +22,6 @@ for 1 min and 1 h windows (the viz API's heaviest read).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import json
 import os
@@ -116,7 +115,7 @@ async def run(targets: int, rounds: int) -> dict[str, object]:
             "metadata": {"name": f"web-{i}", "namespace": "emojivoto",
                          "labels": {"isthmus.io/control-plane-ns": "isthmus",
                                     "isthmus.io/proxy-deployment": f"web-{i % 20}"}},
-            "spec": {"serviceAccountName": "web"},
+            "spec": {"serviceAccountName": "web", "containers": [{"name": "isthmus-proxy"}]},
             "status": {"podIP": ip, "phase": "Running"}})
     gc.collect()
     rss_before = _rss_mib()

@@ -15,7 +15,9 @@ def _pod(name: str, ip: str, *, meshed: bool = True, phase: str = "Running") -> 
     if meshed:
         labels["isthmus.io/control-plane-ns"] = "isthmus"
     return {"metadata": {"name": name, "namespace": "emojivoto", "labels": labels},
-            "spec": {"serviceAccountName": "web"}, "status": {"podIP": ip, "phase": phase}}
+            "spec": {"serviceAccountName": "web",
+                     "containers": [{"name": "web"}, {"name": "isthmus-proxy"}]},
+            "status": {"podIP": ip, "phase": phase}}
 
 
 def _free_port() -> int:
@@ -41,6 +43,9 @@ def test_target_of_keeps_running_meshed_pods_and_mirrors_only():
                       "serviceaccount": "web"}
     assert target_of(_pod("web-1", "127.9.0.5", meshed=False)) is None
     assert target_of(_pod("web-1", "127.9.0.5", phase="Pending")) is None
+    control_plane = _pod("identity-1", "127.9.0.5")
+    control_plane["spec"]["containers"] = [{"name": "identity"}]  # the label, no proxy
+    assert target_of(control_plane) is None
     mirror = {"metadata": {"name": "m", "namespace": "isthmus-multicluster",
                            "labels": {"app": "isthmus-service-mirror"}},
               "spec": {}, "status": {"podIP": "127.9.0.6", "phase": "Running"}}

@@ -1,7 +1,8 @@
 """The metrics collector: finds meshed pods through the API and scrapes their proxies.
 
-A pod is a target while it is Running with a pod IP and carries the label
-injection sets (`isthmus.io/control-plane-ns`): its proxy's admin port
+A pod is a target while it is Running with a pod IP, carries the label
+injection sets (`isthmus.io/control-plane-ns`) and has the `isthmus-proxy`
+container (the control plane's own pods have the label, not the proxy): its proxy's admin port
 (4191) `/metrics` is read every `interval` seconds. The service-mirror pods
 (label `app=isthmus-service-mirror`) are targets too, on 9999, for the
 gateway probe metrics. Every scrape goes into that target's
@@ -39,6 +40,7 @@ __all__ = ["MESHED_LABEL", "MIRROR_APP", "Collector", "ScrapeTarget", "target_of
 log = logging.getLogger("isthmus.viz.collector")
 
 MESHED_LABEL = "isthmus.io/control-plane-ns"
+PROXY_CONTAINER = "isthmus-proxy"  # the control plane's own pods carry MESHED_LABEL but no proxy
 PROXY_DEPLOYMENT_LABEL = "isthmus.io/proxy-deployment"
 MIRROR_APP = "isthmus-service-mirror"
 PROXY_ADMIN_PORT = 4191
@@ -72,7 +74,8 @@ def target_of(pod: Mapping[str, Any]) -> tuple[str, dict[str, str], str] | None:
     ip = status.get("podIP")
     if not ip or status.get("phase") != "Running" or meta.get("deletionTimestamp"):
         return None
-    if MESHED_LABEL in labels:
+    containers = (pod.get("spec") or {}).get("containers") or []
+    if MESHED_LABEL in labels and any(c.get("name") == PROXY_CONTAINER for c in containers):
         kind, port = "proxy", PROXY_ADMIN_PORT
     elif labels.get("app") == MIRROR_APP:
         kind, port = "mirror", MIRROR_ADMIN_PORT

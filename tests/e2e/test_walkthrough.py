@@ -53,7 +53,8 @@ def test_the_tutorial_is_the_walkthrough_in_order() -> None:
         "isthmus cluster create west", "isthmus certs create root", "isthmus install --crds",
         "multicluster install", "isthmus inject", "multicluster link --cluster-name east",
         "mirror.isthmus.io/exported=true", "get endpoints web-svc-east", "get svc isthmus-gateway",
-        "WEB_HOST=<cluster IP>:80", "viz tap deploy/vote-bot", "multicluster gateways")]
+        "WEB_HOST=<cluster IP>:80", "viz tap deploy/vote-bot", "multicluster gateways",
+        "viz dashboard --context west", "viz dashboard --context east")]
     assert firsts == sorted(firsts), texts
 
 
@@ -157,6 +158,8 @@ def test_demo_on_top_of_the_tutorial_remade_nothing(walkthrough: Walkthrough) ->
 def test_dashboards_answer(walkthrough: Walkthrough) -> None:
     if "no dashboards" in walkthrough.demo:
         pytest.skip("this build has no `isthmus viz dashboard`")
+    for cluster in ("west", "east"):  # the tutorial's own, stopped since
+        assert "http://127.0.0.1:" in walkthrough.output_of(f"viz dashboard --context {cluster}")
     assert set(walkthrough.dashboards) == {"west", "east"}, walkthrough.demo
     for url in walkthrough.dashboards.values():
         assert answers(url)

@@ -18,7 +18,8 @@ Marker variants:
   `isthmus demo` can start its own on the same ports).
 
 Placeholders are filled the way the README tells the reader to:
-`<cluster IP>` is what the command before it printed.
+`<cluster IP>` is what the command before it printed; the dashboards'
+ports become free ones (`substitute`).
 
 Then `isthmus demo --detach` runs on the same home; it must find everything
 in place (the test checks that it re-made nothing) and leaves two dashboards
@@ -37,6 +38,7 @@ already) — the one test that checks what `down` leaves behind calls
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import selectors
@@ -226,8 +228,14 @@ class Walkthrough:
         return self.down_result
 
 
-def substitute(text: str, previous: str) -> str:
-    """Fill the README's placeholders the way it tells the reader to."""
+def substitute(text: str, previous: str, dashboard_port: int) -> str:
+    """Fill the README's placeholders the way it tells the reader to.
+
+    The dashboards' ports (the walkthrough's 50750 and 50760) become free
+    ones, so that two test runs (or a user's demo) can share a machine.
+    """
+    text = text.replace("--port 50750", f"--port {dashboard_port}")
+    text = text.replace("--port 50760", f"--port {dashboard_port + 10}")
     return text.replace("<cluster IP>", previous.strip())
 
 
@@ -242,13 +250,16 @@ def walkthrough(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Walkthroug
     try:
         previous = ""
         for command in tutorial_commands(README.read_text()):
-            out = w.run(command, substitute(command.text, previous))
+            out = w.run(command, substitute(command.text, previous, w.dashboard_port))
             w.outputs[command.text] = out
             w.order.append(command.text)
             previous = out
         demo = w.isthmus("demo", "--detach", "--dashboard-port", str(w.dashboard_port), timeout=600)
         w.demo = demo.stdout
         w.dashboards = dict(re.findall(r"(\w+)'s dashboard: (http://\S+)", demo.stdout))
+        if os.environ.get("ISTHMUS_WALKTHROUGH_DUMP"):  # to refresh the README's "you should see"
+            Path(os.environ["ISTHMUS_WALKTHROUGH_DUMP"]).write_text(json.dumps(
+                {"outputs": w.outputs, "demo": w.demo}, indent=1))
         yield w
     finally:
         w.down()

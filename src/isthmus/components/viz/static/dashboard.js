@@ -4,7 +4,7 @@
 "use strict";
 
 const POLL_MS = 3000;
-const TAP_ROWS = 40;
+const TAP_ROWS = 25;
 const SVG = "http://www.w3.org/2000/svg";
 
 const state = {

@@ -60,10 +60,10 @@ async def serve(app: web.Application, address: tuple[str, int], ctx: ssl.SSLCont
     `runner_options` go to aiohttp's AppRunner (e.g. `handler_cancellation=True`
     for streams that must learn when their client goes away).
     """
+    sock = listen(address)  # first: a port in use fails before the app's startup has run
     runner = web.AppRunner(app, access_log=None, **runner_options)
-    await runner.setup()
-    sock = listen(address)
     try:
+        await runner.setup()
         await web.SockSite(runner, sock, ssl_context=ctx).start()
     except BaseException:
         sock.close()

@@ -32,6 +32,8 @@ _LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(?
 _UNESCAPE = re.compile(r"\\(.)")
 _SPECIAL = {"+Inf": math.inf, "Inf": math.inf, "-Inf": -math.inf, "NaN": math.nan}
 CACHE_LIMIT = 100_000  # distinct series texts remembered per parser
+_PAIRS: dict[tuple[str, str], tuple[str, str]] = {}  # one tuple per distinct label pair, shared
+PAIRS_LIMIT = 200_000
 
 
 class ExpositionError(ValueError):
@@ -63,7 +65,13 @@ def _series(text: str, lineno: int) -> Series:
             if body[pos:].strip() in ("", ","):
                 break
             raise ExpositionError(f"line {lineno}: bad label at {body[pos:pos + 40]!r}")
-        labels.append((lm.group(1), _unescape(lm.group(2))))
+        pair = (lm.group(1), _unescape(lm.group(2)))
+        shared = _PAIRS.get(pair)
+        if shared is None:
+            shared = pair
+            if len(_PAIRS) < PAIRS_LIMIT:
+                _PAIRS[pair] = pair
+        labels.append(shared)
         pos = lm.end()
     return name, tuple(sorted(labels))
 

@@ -245,7 +245,7 @@ def _wan(report: Reporter, home: Path, wan_latency: str | None) -> None:
             if wan_latency is not None:
                 write_setting(home, parse_setting(wan_latency))
             else:
-                step.reused = True
+                step.reused = wan_file(home).exists()
             setting = read_setting(home)
         except WanSettingError as e:
             raise DemoError(str(e)) from None
@@ -579,6 +579,11 @@ def run_two_regions(out: Console, *, detach: bool, wan_latency: str | None = Non
     if detach or not dashboards:
         return
     report.line("Serving the dashboards; Ctrl-C stops them (the clusters keep running).", "bold")
+
+    def interrupted(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)  # a SIGTERM stops the dashboards too, as Ctrl-C does
     try:
         while all(_alive(pid) for pid, _ in dashboards):
             time.sleep(0.5)

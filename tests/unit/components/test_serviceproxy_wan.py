@@ -136,3 +136,16 @@ def test_a_bad_wan_file_is_one_warning_and_auto(tmp_path: Path, caplog: pytest.L
     assert [r.getMessage() for r in caplog.records] == [
         "emulated WAN latency: --wan-latency 'soon' is not a round trip in milliseconds; "
         "use e.g. 150, 0 (off) or auto; using auto"]
+
+
+async def test_an_open_connection_follows_a_changed_setting(delayed: tuple[ServiceProxy, list[str]]) -> None:
+    """The delay is asked for each chunk, so `--wan-latency` reaches pooled connections too."""
+    _, asked = delayed
+    reader, writer = await asyncio.open_connection(LB_IP, SVC_PORT, local_addr=(CLIENT, 0))
+    counts = []
+    for word in (b"one", b"two"):
+        writer.write(word)
+        assert await asyncio.wait_for(reader.readexactly(3), 10) == word.upper()
+        counts.append(asked.count(CLIENT))
+    writer.close()
+    assert counts[0] >= 3 and counts[1] >= counts[0] + 2  # at accept, then each chunk each way

@@ -214,11 +214,18 @@ class ServiceProxy:
             await relay(reader, writer, up_reader, up_writer, one_way=self._delay_for(writer))
         return self._connections.wrap(handle)
 
-    def _delay_for(self, writer: asyncio.StreamWriter) -> float:
-        if self._client_delay is None:
-            return 0.0
+    def _delay_for(self, writer: asyncio.StreamWriter) -> Callable[[], float] | None:
+        """The client's one-way delay, asked again for every chunk; None when it is not delayed.
+
+        A client delayed when it connected stays on the delay line (a setting
+        turned to 0 delivers at once); one that was not is relayed plainly.
+        """
         peer = writer.get_extra_info("peername")
-        return self._client_delay(peer[0]) if isinstance(peer, tuple) else 0.0
+        delay = self._client_delay
+        if delay is None or not isinstance(peer, tuple) or delay(peer[0]) <= 0:
+            return None
+        ip = peer[0]
+        return lambda: delay(ip)
 
     # ------------------------------------------------------------------ HTTP routing
 

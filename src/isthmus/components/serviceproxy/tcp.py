@@ -133,25 +133,27 @@ async def _delayed_pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter,
 
 async def relay(a_reader: asyncio.StreamReader, a_writer: asyncio.StreamWriter,
                 b_reader: asyncio.StreamReader, b_writer: asyncio.StreamWriter, *,
-                one_way: float = 0.0) -> None:
+                one_way: Callable[[], float] | None = None) -> None:
     """Copy bytes both ways until both directions end, then close both connections.
 
-    With `one_way` > 0 (seconds; emulated WAN latency, `isthmus.core.wan`) the
-    connection is a delay line: a's bytes reach b no earlier than one way
-    after they were read and not before the TCP handshake a real WAN would have
-    cost; b's answers reach a one way later.
+    With `one_way` (seconds, asked for each chunk, so a changed setting
+    applies to open connections too; emulated WAN latency, `isthmus.core.wan`)
+    the connection is a delay line: a's bytes reach b no earlier than one way
+    after they were read and not before the TCP handshake a real WAN would
+    have cost; b's answers reach a one way later.
     """
     try:
-        if one_way <= 0:
+        if one_way is None:
             await asyncio.gather(_pump(a_reader, b_writer, a_writer),
                                  _pump(b_reader, a_writer, b_writer))
             return
         opened = asyncio.get_running_loop().time()
+        delay = one_way
         await asyncio.gather(
             _delayed_pump(a_reader, b_writer, a_writer, lambda t: due_at(
-                t, opened_at=opened, one_way=one_way, towards_server=True)),
+                t, opened_at=opened, one_way=delay(), towards_server=True)),
             _delayed_pump(b_reader, a_writer, b_writer, lambda t: due_at(
-                t, opened_at=opened, one_way=one_way, towards_server=False)))
+                t, opened_at=opened, one_way=delay(), towards_server=False)))
     finally:
         a_writer.close()
         b_writer.close()

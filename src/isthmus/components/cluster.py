@@ -83,8 +83,9 @@ def _alive(pid: int | None) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return True
-    # A recycled pid belongs to some other program: not our server.
-    return b"isthmus" in cmdline and _not_zombie(pid)
+    # A recycled pid belongs to some other program: not our server. (An empty command line
+    # is a process in the middle of exec, as our server is just after it was spawned.)
+    return (b"isthmus" in cmdline or not cmdline) and _not_zombie(pid)
 
 
 def _not_zombie(pid: int) -> bool:

@@ -30,6 +30,10 @@ Series = tuple[str, tuple[tuple[str, str], ...]]
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(?:,|\Z)')
 _UNESCAPE = re.compile(r"\\(.)")
+# a sample line: the series text (name and labels), the value, an optional timestamp
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^\n]*\})?)[ \t]+(\S+)(?:[ \t]+-?\d+)?[ \t]*$",
+                     re.M)
+_CONTENT = re.compile(r"^[ \t]*[^#\s]", re.M)  # lines that are neither blank nor comments
 _SPECIAL = {"+Inf": math.inf, "Inf": math.inf, "-Inf": -math.inf, "NaN": math.nan}
 CACHE_LIMIT = 100_000  # distinct series texts remembered per parser
 _PAIRS: dict[tuple[str, str], tuple[str, str]] = {}  # one tuple per distinct label pair, shared
@@ -94,9 +98,43 @@ class ExpositionParser:
         self._cache: dict[str, Series | None] = {}
 
     def parse(self, text: str) -> dict[Series, float]:
+        """``{series: value}`` of the wanted samples; `ExpositionError` for text not in the format.
+
+        The fast path splits every sample line with one regular expression (in
+        C); when that does not account for every non-comment line, the text
+        is read line by line, which names the first bad line.
+        """
+        pairs = _SAMPLE.findall(text)
+        if len(pairs) != len(_CONTENT.findall(text)):
+            return self._parse_lines(text)
         out: dict[Series, float] = {}
         cache = self._cache
-        names = self._names
+        for head, value in pairs:
+            if head in cache:
+                series = cache[head]
+            else:
+                try:
+                    series = self._learn(head, 0)
+                except ExpositionError:
+                    return self._parse_lines(text)  # to name the line
+            if series is not None:
+                try:
+                    out[series] = float(value)
+                except ValueError:
+                    out[series] = _value(value, 0)
+        return out
+
+    def _learn(self, head: str, lineno: int) -> Series | None:
+        series: Series | None = _series(head, lineno)
+        if self._names is not None and series is not None and series[0] not in self._names:
+            series = None
+        if len(self._cache) < CACHE_LIMIT:
+            self._cache[head] = series
+        return series
+
+    def _parse_lines(self, text: str) -> dict[Series, float]:
+        out: dict[Series, float] = {}
+        cache = self._cache
         for lineno, line in enumerate(text.splitlines(), 1):
             if not line or line[0] == "#":
                 continue
@@ -109,14 +147,7 @@ class ExpositionParser:
                 if not line.strip():
                     continue
                 raise ExpositionError(f"line {lineno}: {line[:60]!r} is not a sample line")
-            if head in cache:
-                series = cache[head]
-            else:
-                series = _series(head, lineno)
-                if names is not None and series[0] not in names:
-                    series = None
-                if len(cache) < CACHE_LIMIT:
-                    cache[head] = series
+            series = cache[head] if head in cache else self._learn(head, lineno)
             if series is not None:
                 out[series] = _value(fields[0], lineno)
         return out

@@ -18,9 +18,8 @@ import base64
 import json
 import re
 import subprocess
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,6 +27,7 @@ import pytest
 import yaml
 
 from isthmus.components import cluster as clusters
+from tests.support.waiting import wait_until
 
 from .conftest import Cluster
 
@@ -39,16 +39,6 @@ NS = "mesh"
 CROSS, TICK, WARN = "\u00d7", "\u221a", "\u203c"
 T = TypeVar("T")
 
-
-def wait_until(what: str, check: Callable[[], T], timeout: float = 90) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.3)
 
 
 class Mesh:

@@ -19,10 +19,9 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,6 +31,7 @@ import yaml
 from isthmus.adapters.clusterdir import ClusterDir
 from isthmus.components import cluster as clusters
 from isthmus.core.network import HTTP_PROXY_PORT, ClusterNetwork
+from tests.support.waiting import wait_until
 
 from .conftest import OLD_KUBECTL, Cluster, _start
 
@@ -43,16 +43,6 @@ BACKEND = ROOT / "tests" / "support" / "backend_app.py"
 ISTHMUS = str(Path(sys.executable).parent / "isthmus")
 T = TypeVar("T")
 
-
-def wait_until(what: str, check: Callable[[], T], timeout: float = 60) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.3)
 
 
 def isthmus(*args: str, cwd: Path | None = None, stdin: str | None = None) -> str:

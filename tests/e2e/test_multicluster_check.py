@@ -21,7 +21,7 @@ import json
 import os
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,6 +31,7 @@ from typer.testing import CliRunner
 
 from isthmus.cli.multicluster import multicluster_app
 from isthmus.components import cluster as clusters
+from tests.support.waiting import wait_until
 
 from .conftest import FIRST_CLUSTER, Cluster
 
@@ -48,16 +49,6 @@ class PairCluster(Cluster):
         return dict(os.environ, KUBECONFIG=str(self.kubeconfig), ISTHMUS_HOME=str(self.home),
                     ISTHMUS_FIRST_CLUSTER_NUMBER=PAIR_FIRST, ISTHMUS_RESTART_BACKOFF="1")
 
-
-def wait_until(what: str, probe: Callable[[], T], timeout: float = 90) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.3)
 
 
 class Pair:

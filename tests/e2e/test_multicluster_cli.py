@@ -23,7 +23,7 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,6 +34,7 @@ import yaml
 from isthmus.adapters.x509 import Credentials, issue_leaf
 from isthmus.components import cluster as clusters
 from isthmus.components.identity.tlsconfig import client_context
+from tests.support.waiting import wait_until
 
 from .conftest import KUBECTL, Cluster
 
@@ -44,16 +45,6 @@ NAME = "east"
 GATEWAY_ID = "isthmus-gateway.isthmus-multicluster.serviceaccount.identity.isthmus.cluster.local"
 MC = "isthmus-multicluster"
 
-
-def wait_until(what: str, check: Callable[[], T], timeout: float = 90) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.3)
 
 
 def docs(text: str) -> list[dict[str, Any]]:

@@ -12,34 +12,26 @@ These tests only read the shared clusters.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pytest
+
+from tests.support import waiting
 
 from .walkthrough import Walkthrough
 
 pytestmark = pytest.mark.e2e
 
 T = TypeVar("T")
-BOT_ID = "vote-bot.emojivoto.serviceaccount.identity.isthmus.cluster.local"
-GATEWAY_ID = "isthmus-gateway.isthmus-multicluster.serviceaccount.identity.isthmus.cluster.local"
 
 
 def wait_until(what: str, check: Callable[[], T | None], timeout: float = 90) -> T:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            value = check()
-        except AssertionError as e:  # a command that failed: retry until the deadline
-            value, last = None, e
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what} (last: {last})")
-        time.sleep(1)
+    """Poll every second; a viz command that fails (not ready yet) is retried."""
+    return waiting.wait_until(what, check, timeout, interval=1, retry_on=(AssertionError,))
+BOT_ID = "vote-bot.emojivoto.serviceaccount.identity.isthmus.cluster.local"
+GATEWAY_ID = "isthmus-gateway.isthmus-multicluster.serviceaccount.identity.isthmus.cluster.local"
+
 
 
 def viz_json(w: Walkthrough, context: str, *args: str) -> Any:

@@ -21,6 +21,7 @@ import pytest
 from isthmus.adapters.clusterdir import ClusterDir
 from isthmus.components import cluster as clusters
 from isthmus.core.network import HTTP_PROXY_PORT, ClusterNetwork
+from tests.support.waiting import wait_until
 
 from .conftest import Cluster, _start
 
@@ -56,15 +57,6 @@ def pods(c: Cluster, app: str) -> list[dict[str, Any]]:
 def pid_of(pod: dict[str, Any]) -> int:
     return int(pod["status"]["containerStatuses"][0]["containerID"].split("://")[1])
 
-
-def wait_until(what: str, check: Any, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_emojivoto_comes_up_and_votes_accumulate(apps: Cluster) -> None:

@@ -37,11 +37,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
-import aiohttp
 import orjson
 
 from isthmus.adapters.x509 import Credentials
+from isthmus.components.identity import http1client
 from isthmus.components.identity.tlsconfig import client_context, use_credentials
 from isthmus.core.destination import (
     DEFAULT_CLUSTER_DOMAIN,
@@ -382,12 +383,12 @@ class DestinationClient:
         self.rand = rand
         self._anchors = trust_anchors_pem
         self._credentials = credentials
-        self._timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout)
+        parsed = urlsplit(self.url)
+        self._host, self._port = parsed.hostname or "", parsed.port or 443
+        self._connect_timeout, self._read_timeout = connect_timeout, read_timeout
         self._resolutions: dict[str, Resolution] = {}
-        self._session: aiohttp.ClientSession | None = None
         self._ctx: ssl.SSLContext | None = None
         self._ctx_creds: Credentials | None = None
-        self._background: set[asyncio.Task[None]] = set()
         self._closed = False
 
     def __repr__(self) -> str:
@@ -442,13 +443,9 @@ class DestinationClient:
         """Trust `anchors_pem` from now on (an anchor rotation): open streams are reopened at once
         with the new anchors, keeping their answers meanwhile."""
         self._anchors = anchors_pem
-        old_session, self._session, self._ctx = self._session, None, None
-        stopped = [task for r in self._resolutions.values() if (task := r._restart()) is not None]
-        if old_session is not None:
-            task = asyncio.create_task(_close_after(old_session, stopped),
-                                       name="destination-close-old-session")
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+        self._ctx = None
+        for resolution in self._resolutions.values():
+            resolution._restart()  # the new stream starts once the old one has stopped
 
     def resolutions(self) -> list[Resolution]:
         """The resolutions open now."""
@@ -460,40 +457,37 @@ class DestinationClient:
         resolutions, self._resolutions = list(self._resolutions.values()), {}
         for resolution in resolutions:
             await resolution._close()
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
-        await asyncio.gather(*self._background, return_exceptions=True)
 
     # ------------------------------------------------------------------ the wire
 
-    def _session_now(self) -> aiohttp.ClientSession:
+    def _context(self) -> ssl.SSLContext:
         creds = self._credentials() if self._credentials is not None else None
-        if self._session is None:
-            ctx = client_context(creds, self._anchors, expected_identity=self.expected_identity)
-            self._ctx, self._ctx_creds = ctx, creds
-            self._session = aiohttp.ClientSession(
-                # One connection per stream, never reused: a new stream presents the newest certificate.
-                connector=aiohttp.TCPConnector(ssl=ctx, limit=0, force_close=True), timeout=self._timeout,
-                trust_env=False)
-        elif creds is not None and creds != self._ctx_creds and self._ctx is not None:
+        if self._ctx is None:
+            self._ctx = client_context(creds, self._anchors, expected_identity=self.expected_identity)
+            self._ctx_creds = creds
+        elif creds is not None and creds != self._ctx_creds:
             use_credentials(self._ctx, creds)  # new connections present the new certificate
             self._ctx_creds = creds
-        return self._session
+        return self._ctx
 
     async def _follow(self, authority: str, take: Callable[[EndpointSet], None]) -> None:
         """Open a stream for `authority` and hand every answer to `take` until it ends.
 
+        One connection per stream, never reused: a new stream presents the newest
+        certificate. (`http1client`, not aiohttp: this runs in every sidecar proxy.)
         Raises `DestinationUnavailable` when it cannot be opened or breaks, `_Refused`
         for an error status.
         """
-        session = self._session_now()
+        target = f"{RESOLVE_PATH}?{urlencode({'authority': authority})}"
         try:
-            async with session.get(f"{self.url}{RESOLVE_PATH}", params={"authority": authority}) as resp:
+            resp = await http1client.request(self._host, self._port, self._context(), "GET", target,
+                                             connect_timeout=self._connect_timeout,
+                                             read_timeout=self._read_timeout)
+            async with resp:
                 if resp.status != 200:
                     raise _Refused(resp.status, _error_text(await resp.read()))
                 pending = bytearray()
-                async for chunk in resp.content.iter_any():
+                async for chunk in resp.iter_chunks():
                     pending += chunk
                     start = 0
                     while (end := pending.find(b"\n", start)) >= 0:
@@ -505,14 +499,9 @@ class DestinationClient:
                     if len(pending) > MAX_LINE:
                         raise DestinationUnavailable(
                             f"the destination service sent a line longer than {MAX_LINE} bytes")
-        except (aiohttp.ClientError, OSError, TimeoutError) as e:
+        except (OSError, TimeoutError) as e:
             raise DestinationUnavailable(f"destination service {self.url} unreachable or stream broken: "
                                          f"{type(e).__name__}: {e}") from None
-
-
-async def _close_after(session: aiohttp.ClientSession, tasks: list[asyncio.Task[None]]) -> None:
-    await asyncio.gather(*tasks, return_exceptions=True)
-    await session.close()
 
 
 def _error_text(raw: bytes) -> str:

@@ -26,12 +26,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-import aiohttp
 import orjson
 from cryptography.hazmat.primitives import serialization
 
@@ -44,6 +45,7 @@ from isthmus.adapters.x509 import (
     private_key_pem,
     verify_chain,
 )
+from isthmus.components.identity import http1client
 from isthmus.components.identity.tlsconfig import client_context
 from isthmus.core.identity import (
     MIN_RENEWAL_DELAY,
@@ -101,8 +103,8 @@ class IdentityClient:
         self._sleep = sleep
         self._rand = rand
         self._http = http
-        self._session: aiohttp.ClientSession | None = None
-        self._session_anchors = b""
+        self._ctx: ssl.SSLContext | None = None
+        self._ctx_anchors = b""
         self.on_update = on_update
         key = new_private_key()
         self._key_pem = private_key_pem(key)
@@ -135,10 +137,9 @@ class IdentityClient:
         self._anchors = anchors_pem
 
     async def close(self) -> None:
-        """Close the connection to the identity service (`run()` does this when it ends)."""
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        """Drop the TLS context for the identity service (`run()` does this when it ends); each
+        request has a connection of its own, closed with its answer."""
+        self._ctx = None
 
     def __repr__(self) -> str:
         if self._validity is None:
@@ -228,20 +229,21 @@ class IdentityClient:
     # ------------------------------------------------------------------ default transport
 
     async def _post(self, url: str, request: dict[str, str]) -> tuple[int, Any]:
-        if self._session is not None and self._session_anchors != self._anchors:
-            await self.close()
-        if self._session is None:
-            self._session_anchors = self._anchors
-            ctx = client_context(None, self._anchors, expected_identity=self.service_identity)
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=ctx, limit=4),
-                timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT), trust_env=False)
+        # One connection per request (renewals are hours apart), through the small client
+        # of `http1client` rather than aiohttp: this runs in every sidecar proxy (RSS budget).
+        if self._ctx is None or self._ctx_anchors != self._anchors:
+            self._ctx_anchors = self._anchors
+            self._ctx = client_context(None, self._anchors, expected_identity=self.service_identity)
+        parsed = urlsplit(url)
+        host, port = parsed.hostname or "", parsed.port or 443
         try:
-            async with self._session.post(url, data=orjson.dumps(request),
-                                          headers={"Content-Type": "application/json"}) as resp:
-                raw = await resp.read()
-                status = resp.status
-        except (aiohttp.ClientError, OSError, TimeoutError) as e:
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                async with await http1client.request(
+                        host, port, self._ctx, "POST", parsed.path, body=orjson.dumps(request),
+                        headers={"Content-Type": "application/json"}) as resp:
+                    raw = await resp.read()
+                    status = resp.status
+        except (OSError, TimeoutError) as e:
             raise ServiceUnreachable(f"{type(e).__name__}: {e}") from None
         try:
             return status, orjson.loads(raw)

@@ -10,6 +10,8 @@
   `namespace`, `resource` (`deploy/web`), `to_namespace`, `to_resource`,
   `authority`, `path` (prefix), `method`; bad filters get a 400 that names them;
 - `POST /shutdown`: stops the proxy (a pod's last container asks for it).
+
+Served by `adminhttp` (a small HTTP/1.1 server on httptools; it says why not aiohttp).
 """
 
 from __future__ import annotations
@@ -18,8 +20,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from aiohttp import web
-
+from isthmus.components.proxy.adminhttp import AdminHTTPServer, Request, Response, Stream
 from isthmus.core.proxy.tap import TapQueryError, parse_tap_query
 
 if TYPE_CHECKING:
@@ -34,59 +35,46 @@ class AdminServer:
     def __init__(self, proxy: Proxy, address: tuple[str, int]) -> None:
         self.proxy = proxy
         self.address = address
-        self._runner: web.AppRunner | None = None
-        self._taps: set[asyncio.Task[None]] = set()
+        self._http = AdminHTTPServer({
+            ("GET", "/metrics"): self._metrics, ("HEAD", "/metrics"): self._metrics,
+            ("GET", "/ready"): self._ready, ("HEAD", "/ready"): self._ready,
+            ("GET", "/live"): self._live, ("HEAD", "/live"): self._live,
+            ("GET", "/tap"): self._tap,
+            ("POST", "/shutdown"): self._shutdown,
+        })
 
     async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/ready", self._ready)
-        app.router.add_get("/live", self._live)
-        app.router.add_get("/tap", self._tap)
-        app.router.add_post("/shutdown", self._shutdown)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        # SO_REUSEADDR only for a fixed port: with port 0 the kernel may pick a port that a
-        # connected socket holds, and listen() then fails.
-        site = web.TCPSite(self._runner, *self.address, reuse_address=self.address[1] != 0)
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None)
-        if sockets:  # the bound port, when 0 was asked for
-            self.address = sockets[0].getsockname()[:2]
+        self.address = await self._http.start(*self.address)  # the bound port, when 0 was asked for
 
     async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self._http.close()
 
-    async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(text=self.proxy.stats.render(),
-                            content_type="text/plain", charset="utf-8",
-                            headers={"X-Content-Type-Options": "nosniff"})
+    async def _metrics(self, request: Request, stream: Stream) -> Response:
+        return Response(text=self.proxy.stats.render(), headers={"X-Content-Type-Options": "nosniff"})
 
-    async def _ready(self, request: web.Request) -> web.Response:
+    async def _ready(self, request: Request, stream: Stream) -> Response:
         if self.proxy.ready:
-            return web.Response(text="ready\n")
-        return web.Response(status=503, text=f"not ready: {self.proxy.not_ready_reason()}\n")
+            return Response(text="ready\n")
+        return Response(503, f"not ready: {self.proxy.not_ready_reason()}\n")
 
-    async def _live(self, request: web.Request) -> web.Response:
-        return web.Response(text="live\n")
+    async def _live(self, request: Request, stream: Stream) -> Response:
+        return Response(text="live\n")
 
-    async def _shutdown(self, request: web.Request) -> web.Response:
+    async def _shutdown(self, request: Request, stream: Stream) -> Response:
         asyncio.get_running_loop().call_later(0.05, self.proxy.shutdown)
-        return web.Response(text="shutdown\n")
+        return Response(text="shutdown\n")
 
-    async def _tap(self, request: web.Request) -> web.StreamResponse:
+    async def _tap(self, request: Request, stream: Stream) -> Response | None:
         params = dict(request.query)
         fmt = params.pop("format", "text")
         if fmt not in ("text", "json"):
-            return web.Response(status=400, text=f"bad format {fmt!r}: want text or json\n")
+            return Response(400, f"bad format {fmt!r}: want text or json\n")
         limit = params.pop("max", None)
         try:
             tap_filter = parse_tap_query(params)
             max_events = int(limit) if limit is not None else None
         except (TapQueryError, ValueError) as e:
-            return web.Response(status=400, text=f"bad tap query: {e}\n")
+            return Response(400, f"bad tap query: {e}\n")
         # Lines wait in `pending` and go out together, one write per wake-up of this
         # handler rather than one per line: a busy proxy makes many events per loop turn.
         pending: list[bytes] = []
@@ -99,9 +87,8 @@ class AdminServer:
             if not wake.is_set():
                 wake.set()
 
-        response = web.StreamResponse(headers={
+        await stream.start({
             "Content-Type": "application/x-ndjson" if fmt == "json" else "text/plain; charset=utf-8"})
-        await response.prepare(request)
         unsubscribe = self.proxy.tap.subscribe(tap_filter, sink, as_json=fmt == "json")
         sent = 0
         try:
@@ -110,10 +97,8 @@ class AdminServer:
                 wake.clear()
                 batch = pending[:] if max_events is None else pending[:max_events - sent]
                 pending.clear()
-                await response.write(b"".join(batch))
+                await stream.write(b"".join(batch))
                 sent += len(batch)
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
-        finally:
+        finally:  # also when the client goes away (the handler is cancelled) or a write fails
             unsubscribe()
-        return response
+        return None

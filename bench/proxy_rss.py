@@ -42,7 +42,7 @@ from proxy_pair import (
 )
 
 # In the order the proxy loads them (`cli.entry` → `cli.proxy` → `components.proxy`).
-IMPORTS = ["ssl", "asyncio", "uvloop", "httptools", "orjson", "cryptography.hazmat.bindings._rust",
+IMPORTS = ["ssl", "asyncio", "uvloop", "httptools", "cryptography.hazmat.bindings._rust",
            "cryptography.x509", "isthmus.adapters.x509", "isthmus.components.identity.tlsconfig",
            "isthmus.components.identity.client", "isthmus.components.destination.client",
            "isthmus.components.proxy.http1", "isthmus.components.proxy.admin",
@@ -58,7 +58,7 @@ print('interpreter', rss())
 for name in sys.argv[1:]:
     importlib.import_module(name)
     print(name, rss())
-print('aiohttp loaded:', 'aiohttp' in sys.modules, 'cryptography loaded:', 'cryptography' in sys.modules)
+print('loaded:', *(f'{m}={m in sys.modules}' for m in ('aiohttp', 'orjson', 'tempfile', 'cryptography')))
 """
 
 

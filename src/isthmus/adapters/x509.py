@@ -35,7 +35,6 @@ import binascii
 import contextlib
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -753,6 +752,8 @@ def write_cert(path: Path, pem: bytes, *, force: bool) -> None:
 
 
 def _write(path: Path, data: bytes, *, mode: int, force: bool) -> None:
+    import tempfile  # here: the sidecar proxy imports this module but writes no files (RSS)
+
     refuse_existing([path], force=force)
     directory = path.parent
     try:

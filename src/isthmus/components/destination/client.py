@@ -30,6 +30,7 @@ Call it from the event loop it runs on (`resolve` starts tasks there).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import ssl
@@ -38,8 +39,6 @@ from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
 from typing import Any
 from urllib.parse import urlencode, urlsplit
-
-import orjson
 
 from isthmus.adapters.x509 import Credentials
 from isthmus.components.identity import http1client
@@ -506,8 +505,8 @@ class DestinationClient:
 
 def _error_text(raw: bytes) -> str:
     try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        body = json.loads(raw)
+    except ValueError:  # not JSON, or not UTF-8
         return raw.decode(errors="replace")[:200]
     error = body.get("error") if isinstance(body, dict) else None
     return error if isinstance(error, str) else repr(body)[:200]
@@ -515,7 +514,7 @@ def _error_text(raw: bytes) -> str:
 
 def _parse_line(line: bytes) -> EndpointSet:
     try:
-        return EndpointSet.from_json(orjson.loads(line))
-    except (orjson.JSONDecodeError, ValueError) as e:
+        return EndpointSet.from_json(json.loads(line))
+    except ValueError as e:  # not JSON (nor UTF-8), or not a snapshot
         raise DestinationUnavailable(f"the destination service sent a malformed snapshot ({e}): "
                                      f"{line[:200]!r}") from None

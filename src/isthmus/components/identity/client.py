@@ -24,6 +24,7 @@ runs under a fake clock in tests.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import ssl
@@ -33,7 +34,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import orjson
 from cryptography.hazmat.primitives import serialization
 
 from isthmus.adapters.x509 import (
@@ -239,13 +239,13 @@ class IdentityClient:
         try:
             async with asyncio.timeout(REQUEST_TIMEOUT):
                 async with await http1client.request(
-                        host, port, self._ctx, "POST", parsed.path, body=orjson.dumps(request),
+                        host, port, self._ctx, "POST", parsed.path, body=json.dumps(request).encode(),
                         headers={"Content-Type": "application/json"}) as resp:
                     raw = await resp.read()
                     status = resp.status
         except (OSError, TimeoutError) as e:
             raise ServiceUnreachable(f"{type(e).__name__}: {e}") from None
         try:
-            return status, orjson.loads(raw)
-        except orjson.JSONDecodeError:
+            return status, json.loads(raw)
+        except ValueError:  # not JSON, or not UTF-8
             return status, raw.decode(errors="replace")[:200]

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import os
 import ssl
-import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -95,6 +94,8 @@ def _key_file(data: bytes) -> Iterator[str]:
             os.close(fd)
         return
     # Fallback: a 0600 file in a 0700 directory of our own, deleted as soon as OpenSSL has read it.
+    import tempfile  # here, not at the top: only without memfd (a sidecar proxy's RSS)
+
     with tempfile.TemporaryDirectory(prefix="isthmus-") as d:
         path = os.path.join(d, "credentials.pem")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

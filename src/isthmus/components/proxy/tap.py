@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import httptools
-import orjson
 
 from isthmus.core.proxy.tap import Tap, TapEvent, TapFilter, TapMeta
 
@@ -45,10 +44,13 @@ class TapHub:
     def subscribe(self, tap_filter: TapFilter, sink: Callable[[bytes], None], *,
                   as_json: bool = False) -> Callable[[], None]:
         """Send matching events to `sink` as lines (text or JSON); returns the unsubscribe call."""
-        def deliver(event: TapEvent) -> None:
-            if as_json:
+        if as_json:
+            import orjson  # only while someone taps as JSON (a proxy's RSS budget)
+
+            def deliver(event: TapEvent) -> None:
                 sink(orjson.dumps(event.to_dict()) + b"\n")
-            else:
+        else:
+            def deliver(event: TapEvent) -> None:
                 sink(event.line().encode() + b"\n")
 
         sub = self.tap.subscribe(tap_filter, deliver)

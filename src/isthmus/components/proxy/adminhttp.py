@@ -144,6 +144,7 @@ class _Conn(asyncio.Protocol):
         self._eof = False
         self._broken = False
         self.streaming = False
+        self._in_head = False
 
     # ------------------------------------------------------------------ transport events
 
@@ -189,7 +190,7 @@ class _Conn(asyncio.Protocol):
     # ------------------------------------------------------------------ parser callbacks
 
     def on_message_begin(self) -> None:
-        self._url, self._head_bytes = b"", 0
+        self._url, self._head_bytes, self._in_head = b"", 0, True
         self._arm(HEAD_TIMEOUT)
 
     def on_url(self, url: bytes) -> None:
@@ -200,6 +201,7 @@ class _Conn(asyncio.Protocol):
         self._count(len(name) + len(value))
 
     def on_message_complete(self) -> None:
+        self._in_head = False
         self._disarm()
         parsed = httptools.parse_url(self._url)
         query: dict[str, str] = {}
@@ -234,7 +236,7 @@ class _Conn(asyncio.Protocol):
                     await self._respond(Response(400, "400: Bad Request"), "1.1", head_only=False)
                     return
                 await self._answer(request)
-                if not self.queue:
+                if not self.queue and not self._in_head:
                     self._arm(IDLE_TIMEOUT)
         except (ConnectionError, asyncio.CancelledError):
             pass

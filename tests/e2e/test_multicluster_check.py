@@ -278,7 +278,10 @@ def test_check_fails_while_a_mirrored_service_has_no_endpoints_in_its_cluster(pa
     p.east.kubectl("-n", "emojivoto", "scale", "deploy/web", "--replicas=0")
     try:
         wait_until("the mirror's endpoints emptied", lambda: not p.mirror_endpoints().get("subsets"))
-        error = p.failing("all mirror services have endpoints")
+        # the Link's status condition (the reason the check quotes) follows the Endpoints shortly
+        error = wait_until("the check quoting the mirror's reason", lambda: next(
+            (e for e in [p.failing("all mirror services have endpoints")] if "NoRemoteEndpoints" in e),
+            None), timeout=30)
         assert error.startswith("emojivoto/web-svc-east has no endpoints (NoRemoteEndpoints: "), error
     finally:
         p.east.kubectl("-n", "emojivoto", "scale", "deploy/web", "--replicas=1")

@@ -17,7 +17,7 @@ demo: $(STAMP)
 	$(VENV)/bin/isthmus demo
 
 test: $(STAMP) lint
-	$(VENV)/bin/pytest -q -p no:cacheprovider
+	$(VENV)/bin/pytest -q -p no:cacheprovider -n 2 --dist loadgroup
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

@@ -25,7 +25,9 @@ from isthmus.components import cluster as clusters
 KUBECTL = os.environ.get("ISTHMUS_TEST_KUBECTL", "/usr/bin/kubectl")
 # Test clusters take numbers from here up (127.<k>.x.x); two runs at once on one machine
 # must start far apart (ISTHMUS_TEST_FIRST_CLUSTER=120 for the second, say).
-FIRST_CLUSTER = os.environ.get("ISTHMUS_TEST_FIRST_CLUSTER", "200")
+# Under pytest-xdist each worker starts 80 lower (gw0: 200, gw1: 120).
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+FIRST_CLUSTER = str(int(os.environ.get("ISTHMUS_TEST_FIRST_CLUSTER", "200")) - 80 * _WORKER)
 OLD_KUBECTL = "/usr/lib/google-cloud-sdk/bin/kubectl.1.29"
 
 

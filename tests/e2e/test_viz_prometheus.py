@@ -328,8 +328,8 @@ def test_viz_answers_alike_from_prometheus_and_from_the_embedded_collector(setup
         assert close(p["success"], v["success"], 0.0, 0.05), report
         assert p["latency_ms"] is not None and v["latency_ms"] is not None, report
         assert close(p["latency_ms"]["p50"], v["latency_ms"]["p50"], 0.15, 1.0), report
-    # The doughnut votes fail: voting and web answer below 100 % on both.
-    assert by_name[("deployment", "voting")]["success"] < 1.0, report
+    # (Whether a doughnut vote failed inside this 30 s window is chance; test_viz.py waits for one.
+    # Here both sources must agree on the rate either way, which the loop above checks.)
 
     route_report = json.dumps({"prometheus": routes_prom, "embedded": routes_viz}, indent=1)
     prom_routes = {r["route"]: r for r in routes_prom}

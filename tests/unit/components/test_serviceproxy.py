@@ -1,6 +1,6 @@
 """Service proxy over real loopback sockets: cluster-IP listeners and the cluster HTTP proxy.
 
-Everything binds 127.211.0.0/16 with high ports, so nothing here collides with
+Everything binds 127.251.0.0/16 with high ports, so nothing here collides with
 a running cluster or with other tests.
 """
 
@@ -23,12 +23,12 @@ from isthmus.components.serviceproxy import ServiceProxy, ServiceProxyError
 from isthmus.components.serviceproxy.tcp import bind_warning
 from isthmus.core.servicemap import ServiceKey, ServicePort
 
-A, B, DEAD = "127.211.64.1", "127.211.64.2", "127.211.64.9"
+A, B, DEAD = "127.251.64.1", "127.251.64.2", "127.251.64.9"
 BACKEND_PORT = 18081
-CLUSTER_IP, SVC_PORT = "127.211.128.1", 18080
-EMPTY_IP = "127.211.128.2"
-PROXY_IP = "127.211.0.1"
-POD_IP = "127.211.64.50"  # a client "pod" in namespace emojivoto
+CLUSTER_IP, SVC_PORT = "127.251.128.1", 18080
+EMPTY_IP = "127.251.128.2"
+PROXY_IP = "127.251.0.1"
+POD_IP = "127.251.64.50"  # a client "pod" in namespace emojivoto
 PODS = {POD_IP: "emojivoto"}
 TIMEOUT = 5.0
 
@@ -203,34 +203,34 @@ async def test_no_ready_backends_closes_the_client(proxy: ServiceProxy) -> None:
 
 
 async def test_listeners_follow_updates(proxy: ServiceProxy) -> None:
-    extra = service("extra", "127.211.128.3", 18082)
+    extra = service("extra", "127.251.128.3", 18082)
     proxy.update([WEB, extra], [endpoints("web-svc", A), endpoints("extra", B)])
     await proxy.synced()
-    assert proxy.listening == {(CLUSTER_IP, SVC_PORT), ("127.211.128.3", 18082)}
-    assert backend_of(await get(("127.211.128.3", 18082), "/who")) == B
+    assert proxy.listening == {(CLUSTER_IP, SVC_PORT), ("127.251.128.3", 18082)}
+    assert backend_of(await get(("127.251.128.3", 18082), "/who")) == B
     assert await refused(EMPTY_IP, SVC_PORT)
     proxy.update([WEB], [endpoints("web-svc", A)])
     await proxy.synced()
-    assert await refused("127.211.128.3", 18082)
+    assert await refused("127.251.128.3", 18082)
 
 
 async def test_taken_address_is_one_warning_and_http_still_works(
         proxy: ServiceProxy, caplog: pytest.LogCaptureFixture) -> None:
     squatter = socket.socket()
-    squatter.bind(("127.211.128.4", SVC_PORT))
+    squatter.bind(("127.251.128.4", SVC_PORT))
     squatter.listen()
     try:
         with caplog.at_level(logging.WARNING, logger="isthmus.serviceproxy"):
-            proxy.update([WEB, service("taken", "127.211.128.4")],
+            proxy.update([WEB, service("taken", "127.251.128.4")],
                          [endpoints("web-svc", A), endpoints("taken", B)])
             await proxy.synced()
-            proxy.update([WEB, service("taken", "127.211.128.4")],
+            proxy.update([WEB, service("taken", "127.251.128.4")],
                          [endpoints("web-svc", B), endpoints("taken", B)])
             await proxy.synced()
         lines = [r.getMessage() for r in caplog.records]
         assert len(lines) == 1, lines
-        assert "service emojivoto/taken port 18080: cannot listen on 127.211.128.4:18080" in lines[0]
-        assert "HTTP_PROXY=http://127.211.0.1:" in lines[0]
+        assert "service emojivoto/taken port 18080: cannot listen on 127.251.128.4:18080" in lines[0]
+        assert "HTTP_PROXY=http://127.251.0.1:" in lines[0]
         assert proxy.listening == {(CLUSTER_IP, SVC_PORT)}
         reply = await get(proxy.http_proxy_address, f"http://taken.emojivoto:{SVC_PORT}/who")
         assert backend_of(reply) == B
@@ -241,11 +241,11 @@ async def test_taken_address_is_one_warning_and_http_still_works(
 def test_privileged_port_warning_says_what_to_do() -> None:
     port = ServicePort(ServiceKey("emojivoto", "web-svc"), "http", 80, (CLUSTER_IP,), ())
     line = bind_warning(port, (CLUSTER_IP, 80), OSError(errno.EACCES, "Permission denied"),
-                        "HTTP_PROXY=http://127.211.0.1:4140")
-    assert line == ("service emojivoto/web-svc port 80: cannot listen on 127.211.128.1:80: ports"
+                        "HTTP_PROXY=http://127.251.0.1:4140")
+    assert line == ("service emojivoto/web-svc port 80: cannot listen on 127.251.128.1:80: ports"
                     " below 1024 need root or CAP_NET_BIND_SERVICE (or run `sysctl"
                     " net.ipv4.ip_unprivileged_port_start=80`); pods reach it through the cluster"
-                    " HTTP proxy (HTTP_PROXY=http://127.211.0.1:4140) instead")
+                    " HTTP proxy (HTTP_PROXY=http://127.251.0.1:4140) instead")
 
 
 async def test_bind_services_false_opens_no_listeners(backends: None) -> None:
@@ -314,9 +314,9 @@ async def test_stale_pooled_connection_is_retried_on_a_fresh_one(proxy: ServiceP
             await reader.readuntil(b"\r\n\r\n")  # the next request: hang up, no answer
         writer.close()
 
-    flaky = await asyncio.start_server(one_answer_per_connection, "127.211.64.3", BACKEND_PORT)
+    flaky = await asyncio.start_server(one_answer_per_connection, "127.251.64.3", BACKEND_PORT)
     try:
-        proxy.update([WEB], [endpoints("web-svc", "127.211.64.3")])
+        proxy.update([WEB], [endpoints("web-svc", "127.251.64.3")])
         client = await Client.open(*proxy.http_proxy_address)
         replies = [await client.request("GET", f"http://web-svc.emojivoto:{SVC_PORT}/")
                    for _ in range(3)]
@@ -437,5 +437,5 @@ def test_http_proxy_listens_on_loopback_only() -> None:
 
 async def test_http_address_in_use_is_a_clear_error(proxy: ServiceProxy) -> None:
     other = ServiceProxy(http_proxy_address=proxy.http_proxy_address)
-    with pytest.raises(ServiceProxyError, match=r"cannot listen on 127\.211\.0\.1:\d+ for the cluster"):
+    with pytest.raises(ServiceProxyError, match=r"cannot listen on 127\.251\.0\.1:\d+ for the cluster"):
         await other.start()

@@ -1,6 +1,6 @@
 """Emulated WAN latency in the service proxy: who is delayed, by how much, and nothing is lost.
 
-Real loopback sockets in 127.212.0.0/16 (high ports); "clusters" 60 and 61 are
+Real loopback sockets in 127.252.0.0/16 (high ports); "clusters" 60 and 61 are
 only names in a temporary ISTHMUS_HOME. Delays are checked as lower bounds
 (bytes are never delivered early), never as upper ones.
 """
@@ -20,10 +20,10 @@ from isthmus.components.serviceproxy import ServiceProxy
 from isthmus.components.serviceproxy.wan import RegionDelays, read_setting, write_setting
 from isthmus.core.wan import OFF, WanSetting, WanSettingError
 
-BACKEND = "127.212.64.1"
+BACKEND = "127.252.64.1"
 BACKEND_PORT = 18091
-LB_IP, SVC_PORT = "127.212.192.1", 18090
-CLIENT = "127.212.64.50"
+LB_IP, SVC_PORT = "127.252.192.1", 18090
+CLIENT = "127.252.64.50"
 ONE_WAY = 0.05
 
 
@@ -44,9 +44,9 @@ async def delayed() -> AsyncIterator[tuple[ServiceProxy, list[str]]]:
         asked.append(ip)
         return ONE_WAY if ip == CLIENT else 0.0
 
-    p = ServiceProxy(http_proxy_address=("127.212.0.2", 0), client_delay=delay)
+    p = ServiceProxy(http_proxy_address=("127.252.0.2", 0), client_delay=delay)
     svc = {"metadata": {"name": "gw", "namespace": "mc"},
-           "spec": {"type": "LoadBalancer", "clusterIP": "127.212.128.1",
+           "spec": {"type": "LoadBalancer", "clusterIP": "127.252.128.1",
                     "ports": [{"name": "gw", "port": SVC_PORT}]},
            "status": {"loadBalancer": {"ingress": [{"ip": LB_IP}]}}}
     eps = {"metadata": {"name": "gw", "namespace": "mc"},
@@ -89,9 +89,9 @@ async def test_a_far_client_waits_a_handshake_and_a_round_trip_and_gets_every_by
 
 async def test_the_client_address_decides_the_delay(delayed: tuple[ServiceProxy, list[str]]) -> None:
     _, asked = delayed
-    answer, _, _ = await exchange("127.212.64.51", [b"near"])
+    answer, _, _ = await exchange("127.252.64.51", [b"near"])
     assert answer == b"NEAR"
-    assert asked == ["127.212.64.51"]
+    assert asked == ["127.252.64.51"]
 
 
 def make_home(tmp_path: Path, clusters: dict[str, tuple[int, str]]) -> Path:

@@ -10,20 +10,33 @@ prints the API's reason on one line and exits 1.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import sys
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
-from collections.abc import Iterator, Sequence
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from isthmus import __version__
+from isthmus.cli.viz_client import (
+    ApiUrl,
+    Output,
+    VizCliError,
+    Window,
+    check_output,
+    context_name,
+    fail,
+    get_json,
+    ms,
+    namespace_of,
+    pct,
+    print_json,
+    resource_arg,
+    rps,
+    run,
+    table,
+)
 from isthmus.cli.viz_dashboard import dashboard_cmd
+from isthmus.cli.viz_live import tap_cmd, top_cmd
 from isthmus.cli.viz_prometheus import prometheus_config_cmd, prometheus_targets_cmd
 
 __all__ = ["viz_api_cmd", "viz_app"]
@@ -33,141 +46,8 @@ viz_app = typer.Typer(no_args_is_help=True,
 viz_app.command("dashboard")(dashboard_cmd)
 viz_app.command("prometheus-config")(prometheus_config_cmd)
 viz_app.command("prometheus-targets")(prometheus_targets_cmd)
-
-Output = Annotated[str, typer.Option("-o", "--output", help="table or json")]
-ApiUrl = Annotated[str | None, typer.Option(
-    "--api-url", help="the viz API's URL (default: the isthmus-viz Service of the cluster)")]
-Window = Annotated[str, typer.Option("-t", "--time-window", help="window of the metrics: 10s, 1m, 10m, 1h")]
-
-
-class VizCliError(Exception):
-    pass
-
-
-def _fail(message: object) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    raise typer.Exit(1)
-
-
-def _root(ctx: typer.Context) -> dict[str, Any]:
-    obj = ctx.find_root().obj
-    return obj if isinstance(obj, dict) else {}
-
-
-def _context_name(ctx: typer.Context) -> str | None:
-    context: str | None = _root(ctx).get("context")
-    return context
-
-
-def _namespace(ctx: typer.Context, default: str = "default") -> str:
-    return _root(ctx).get("namespace") or default
-
-
-def _api_base(ctx: typer.Context, api_url: str | None) -> str:
-    if api_url:
-        return api_url.rstrip("/")
-    from lightkube import ApiError, Client, ConfigError, KubeConfig
-    from lightkube.resources.core_v1 import Service
-
-    from isthmus.cli.multicluster import kubeconfig_path
-    from isthmus.resources import viz_manifests as vm
-
-    path = kubeconfig_path()
-    context = _context_name(ctx)
-    try:
-        config = KubeConfig.from_file(path).get(context_name=context)
-        svc = Client(config=config, trust_env=False).get(Service, vm.SERVICE, namespace=vm.NAMESPACE)
-    except ConfigError as e:
-        raise VizCliError(f"the kubeconfig {path} cannot be used"
-                          f"{f' for context {context!r}' if context else ''}: {e}") from None
-    except ApiError as e:
-        if e.status.code == 404:
-            raise VizCliError("viz is not installed in this cluster (no Service "
-                              f"{vm.NAMESPACE}/{vm.SERVICE}); install it with "
-                              "`isthmus viz install | kubectl apply -f -`") from None
-        raise VizCliError(f"the cluster's API refused: {e.status.message}") from None
-    except OSError as e:
-        raise VizCliError(f"cannot reach the cluster's API: {e}") from None
-    ip = svc.spec.clusterIP if svc.spec else None
-    if not ip or ip == "None":
-        raise VizCliError(f"Service {vm.NAMESPACE}/{vm.SERVICE} has no cluster IP")
-    return f"http://{ip}:{vm.VIZ_PORT}"
-
-
-def _open(base: str, path: str, params: dict[str, str], timeout: float | None = 30) -> Any:
-    url = f"{base}{path}?{urllib.parse.urlencode({k: v for k, v in params.items() if v})}"
-    try:
-        return urllib.request.urlopen(url, timeout=timeout)
-    except urllib.error.HTTPError as e:
-        body = e.read().decode(errors="replace")
-        try:
-            message = json.loads(body).get("error") or body
-        except (ValueError, AttributeError):
-            message = body.strip() or e.reason
-        raise VizCliError(message) from None
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise VizCliError(f"cannot reach the viz API at {base}: {reason}; is the isthmus-viz pod "
-                          "running? (kubectl -n isthmus-viz get pods)") from None
-
-
-def _get(ctx: typer.Context, api_url: str | None, path: str, params: dict[str, str]) -> Any:
-    base = _api_base(ctx, api_url)
-    with _open(base, path, params) as response:
-        return json.loads(response.read())
-
-
-def _check_output(output: str, allowed: Sequence[str] = ("table", "json")) -> None:
-    if output not in allowed:
-        raise VizCliError(f"-o {output!r} is not an output format; use {' or '.join(allowed)}")
-
-
-# ---------------------------------------------------------------------------- formatting
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value * 100:.2f}%"
-
-
-def _rps(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}rps"
-
-
-def _ms(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.0f}ms" if value >= 10 else f"{value:.1f}ms" if value >= 1 else f"{value:.2f}ms"
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Columns padded like kubectl's (three spaces between columns)."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(headers)]
-    lines = ["   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-             for r in (headers, *rows)]
-    return "\n".join(lines) + "\n"
-
-
-def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2))
-
-
-def _resource_arg(resource: str, name: str | None) -> str:
-    if name:
-        if "/" in resource:
-            raise VizCliError(f'give either TYPE/NAME or TYPE NAME, not "{resource} {name}"')
-        return f"{resource}/{name}"
-    return resource
-
-
-# ---------------------------------------------------------------------------- commands
-
-
-def _run(fn: Any) -> None:
-    try:
-        fn()
-    except VizCliError as e:
-        _fail(e)
+viz_app.command("tap")(tap_cmd)
+viz_app.command("top")(top_cmd)
 
 
 @viz_app.command("install")
@@ -188,7 +68,7 @@ def install_cmd(
     from isthmus.resources.viz_manifests import VizValues, viz
 
     def go() -> None:
-        name = cluster_name or _context_name(ctx) or _current_context()
+        name = cluster_name or context_name(ctx) or _current_context()
         problems = validate_dns1123_label(name)
         if problems:
             raise VizCliError(f"cluster name {name!r} is not valid ({'; '.join(problems)}); "
@@ -203,7 +83,7 @@ def install_cmd(
                            prometheus_url or "", scrape_interval)
         print(manifests.dump(viz(values)), end="")
 
-    _run(go)
+    run(go)
 
 
 def _current_context() -> str:
@@ -238,27 +118,27 @@ def stat_cmd(
     """Success rate, requests per second, latency and connections per resource."""
 
     def go() -> None:
-        _check_output(output)
-        data = _get(ctx, api_url, "/api/stat", {
-            "resource": _resource_arg(resource, name), "namespace": _namespace(ctx),
+        check_output(output)
+        data = get_json(ctx, api_url, "/api/stat", {
+            "resource": resource_arg(resource, name), "namespace": namespace_of(ctx),
             "from": from_ or "", "from_namespace": from_namespace or "", "to": to or "",
             "to_namespace": to_namespace or "", "window": window})
         if output == "json":
-            _print_json(data["rows"])
+            print_json(data["rows"])
             return
         rows = []
         for r in data["rows"]:
             lat = r.get("latency_ms") or {}
-            rows.append([r["name"], r["meshed"], _pct(r["success"]), _rps(r["rps"]),
-                         _ms(lat.get("p50")), _ms(lat.get("p95")), _ms(lat.get("p99")),
+            rows.append([r["name"], r["meshed"], pct(r["success"]), rps(r["rps"]),
+                         ms(lat.get("p50")), ms(lat.get("p95")), ms(lat.get("p99")),
                          "-" if r["tcp_conn"] is None else str(r["tcp_conn"])])
         if not rows:
-            print(f"No resources found in namespace {_namespace(ctx)}.", file=sys.stderr)
+            print(f"No resources found in namespace {namespace_of(ctx)}.", file=sys.stderr)
             return
         print(table(["NAME", "MESHED", "SUCCESS", "RPS", "LATENCY_P50", "LATENCY_P95",
                      "LATENCY_P99", "TCP_CONN"], rows), end="")
 
-    _run(go)
+    run(go)
 
 
 @viz_app.command("edges")
@@ -272,24 +152,24 @@ def edges_cmd(
     """Who talks to whom, whether it is mTLS, and the identities on each end."""
 
     def go() -> None:
-        _check_output(output)
-        data = _get(ctx, api_url, "/api/edges", {"resource": resource,
-                                                 "namespace": _namespace(ctx), "window": window})
+        check_output(output)
+        data = get_json(ctx, api_url, "/api/edges", {"resource": resource,
+                                                 "namespace": namespace_of(ctx), "window": window})
         if output == "json":
-            _print_json(data["rows"])
+            print_json(data["rows"])
             return
         rows = [[r["src"], r["dst"] + (f" (cluster {r['dst_cluster']})" if r["dst_cluster"] else ""),
                  r["src_namespace"], r["dst_namespace"],
                  "√" if r["secured"] else f"× {r.get('no_tls_reason') or ''}".rstrip(),  # noqa: RUF001
                  r["client_id"] or "-", r["server_id"] or "-"] for r in data["rows"]]
         if not rows:
-            print(f"No edges found in namespace {_namespace(ctx)} "
+            print(f"No edges found in namespace {namespace_of(ctx)} "
                   f"(no traffic in the last {window}).", file=sys.stderr)
             return
         print(table(["SRC", "DST", "SRC_NS", "DST_NS", "SECURED", "CLIENT_ID", "SERVER_ID"],
                     rows), end="")
 
-    _run(go)
+    run(go)
 
 
 @viz_app.command("routes")
@@ -303,174 +183,24 @@ def routes_cmd(
     """Per-route success rate, requests per second and latency of a service."""
 
     def go() -> None:
-        _check_output(output)
-        data = _get(ctx, api_url, "/api/routes", {"resource": resource,
-                                                  "namespace": _namespace(ctx), "window": window})
+        check_output(output)
+        data = get_json(ctx, api_url, "/api/routes", {"resource": resource,
+                                                  "namespace": namespace_of(ctx), "window": window})
         if output == "json":
-            _print_json(data["rows"])
+            print_json(data["rows"])
             return
         rows = []
         for r in data["rows"]:
             lat = r.get("latency_ms") or {}
-            rows.append([r["route"], r["authority"] or "-", _pct(r["success"]), _rps(r["rps"]),
-                         _ms(lat.get("p50")), _ms(lat.get("p95")), _ms(lat.get("p99"))])
+            rows.append([r["route"], r["authority"] or "-", pct(r["success"]), rps(r["rps"]),
+                         ms(lat.get("p50")), ms(lat.get("p95")), ms(lat.get("p99"))])
         if not rows:
             print(f"No route traffic for {resource} in the last {window}.", file=sys.stderr)
             return
         print(table(["ROUTE", "AUTHORITY", "SUCCESS", "RPS", "LATENCY_P50", "LATENCY_P95",
                      "LATENCY_P99"], rows), end="")
 
-    _run(go)
-
-
-def _tap_lines(ctx: typer.Context, api_url: str | None, params: dict[str, str],
-               max_events: int | None) -> Iterator[bytes]:
-    base = _api_base(ctx, api_url)
-    query = dict(params)
-    if max_events is not None:
-        query["max"] = str(max_events)
-    response = _open(base, "/api/tap", query, timeout=None)
-    with response:
-        yield from response
-
-
-def _tap_params(ctx: typer.Context, resource: str, to: str | None, to_namespace: str | None,
-                path: str | None, method: str | None, authority: str | None,
-                fmt: str) -> dict[str, str]:
-    return {"resource": resource, "namespace": _namespace(ctx), "to": to or "",
-            "to_namespace": to_namespace or "", "path": path or "", "method": method or "",
-            "authority": authority or "", "format": fmt}
-
-
-TapTo = Annotated[str | None, typer.Option("--to", help="only requests to this resource")]
-TapToNs = Annotated[str | None, typer.Option("--to-namespace")]
-TapPath = Annotated[str | None, typer.Option("--path", help="only paths starting with this")]
-TapMethod = Annotated[str | None, typer.Option("--method", help="only this HTTP method")]
-TapAuthority = Annotated[str | None, typer.Option("--authority", help="only this authority")]
-
-
-@viz_app.command("tap")
-def tap_cmd(
-        ctx: typer.Context,
-        resource: Annotated[str, typer.Argument(help="the workload to watch: deploy/NAME, po/NAME, ns/NAME")],
-        to: TapTo = None,
-        to_namespace: TapToNs = None,
-        path: TapPath = None,
-        method: TapMethod = None,
-        authority: TapAuthority = None,
-        max_events: Annotated[int | None, typer.Option(
-            "--max", help="stop after this many events (default: until interrupted)")] = None,
-        output: Annotated[str, typer.Option("-o", "--output", help="text or json")] = "text",
-        api_url: ApiUrl = None,
-) -> None:
-    """Stream the requests a workload's proxies see (req/rsp/end lines, tls=true for mTLS)."""
-
-    def go() -> None:
-        _check_output(output, ("text", "json"))
-        if max_events is not None and max_events < 1:
-            raise VizCliError("--max must be at least 1")
-        params = _tap_params(ctx, resource, to, to_namespace, path, method, authority, output)
-        for line in _tap_lines(ctx, api_url, params, max_events):
-            text = line.decode(errors="replace")
-            if text.startswith("#") or text.startswith('{"error"'):
-                print(text.rstrip("\n").lstrip("# "), file=sys.stderr, flush=True)
-                continue
-            sys.stdout.write(text)
-            sys.stdout.flush()
-
-    with contextlib.suppress(KeyboardInterrupt):
-        _run(go)
-
-
-@viz_app.command("top")
-def top_cmd(
-        ctx: typer.Context,
-        resource: Annotated[str, typer.Argument(help="the workload to watch: deploy/NAME, po/NAME, ns/NAME")],
-        to: TapTo = None,
-        to_namespace: TapToNs = None,
-        path: TapPath = None,
-        method: TapMethod = None,
-        duration: Annotated[float | None, typer.Option(
-            "--duration", help="watch this many seconds, print the table and exit "
-                               "(default: a live table until interrupted)")] = None,
-        output: Output = "table",
-        api_url: ApiUrl = None,
-) -> None:
-    """A live table of the busiest paths of a workload (from tap)."""
-    import threading
-
-    from rich.console import Console
-    from rich.live import Live
-    from rich.table import Table
-
-    from isthmus.core.viz.top import Top
-
-    def go() -> None:
-        _check_output(output)
-        if duration is not None and duration <= 0:
-            raise VizCliError("--duration must be more than 0 seconds")
-        if duration is None and output == "json":
-            raise VizCliError("-o json needs --duration (a live table is only a table)")
-        top = Top()
-        lock = threading.Lock()
-        errors: list[str] = []
-        params = _tap_params(ctx, resource, to, to_namespace, path, method, None, "json")
-        lines = _tap_lines(ctx, api_url, params, None)  # a refusal is raised here, before the table
-
-        def reader() -> None:
-            try:
-                for line in lines:
-                    try:
-                        event = json.loads(line)
-                    except ValueError:
-                        continue
-                    if "error" in event:
-                        errors.append(str(event["error"]))
-                        continue
-                    with lock:
-                        top.add(event)
-            except (VizCliError, OSError) as e:
-                errors.append(str(e))
-
-        thread = threading.Thread(target=reader, daemon=True)
-        thread.start()
-
-        def render() -> Table:
-            t = Table("SOURCE", "DESTINATION", "METHOD", "PATH", "COUNT", "BEST", "WORST",
-                      "LAST", "SUCCESS RATE", box=None)
-            with lock:
-                for r in top.rows(30):
-                    t.add_row(r.source, r.destination, r.method, r.path, str(r.count),
-                              _ms(r.best_ms), _ms(r.worst_ms), _ms(r.last_ms),
-                              _pct(r.success_rate))
-            return t
-
-        if duration is not None:
-            time.sleep(duration)
-            with lock:
-                rows = top.rows()
-            for e in errors:
-                print(e, file=sys.stderr)
-            if output == "json":
-                _print_json([r.to_dict() for r in rows])
-            else:
-                print(table(["SOURCE", "DESTINATION", "METHOD", "PATH", "COUNT", "BEST", "WORST",
-                             "LAST", "SUCCESS_RATE"],
-                            [[r.source, r.destination, r.method, r.path, str(r.count),
-                              _ms(r.best_ms), _ms(r.worst_ms), _ms(r.last_ms),
-                              _pct(r.success_rate)] for r in rows]), end="")
-            return
-        with Live(render(), console=Console(), refresh_per_second=2) as live:
-            try:
-                while thread.is_alive():
-                    time.sleep(0.5)
-                    live.update(render())
-            except KeyboardInterrupt:
-                pass
-        for e in errors:
-            print(e, file=sys.stderr)
-
-    _run(go)
+    run(go)
 
 
 def viz_api_cmd() -> None:
@@ -492,7 +222,7 @@ def viz_api_cmd() -> None:
     try:
         config = VizPodConfig.from_env(os.environ)
     except VizConfigError as e:
-        _fail(f"viz-api: {e}")
+        fail(f"viz-api: {e}")
         return
 
     async def main() -> None:
@@ -505,6 +235,6 @@ def viz_api_cmd() -> None:
     try:
         uvloop.run(main())
     except InClusterError as e:
-        _fail(f"viz-api: {e}")
+        fail(f"viz-api: {e}")
     except OSError as e:
-        _fail(f"viz-api could not start: {e}")
+        fail(f"viz-api could not start: {e}")

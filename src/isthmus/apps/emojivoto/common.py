@@ -123,9 +123,15 @@ def new_client_session(service: str, timeout: float) -> aiohttp.ClientSession:
 
     `trust_env=True` makes aiohttp route each plain-HTTP request through `HTTP_PROXY`
     (or `http_proxy`) in absolute form, except for hosts that `NO_PROXY` lists.
+    `POD_IP`, when the cluster sets it, is also the source address of every
+    outgoing connection, as a pod's packets carry its IP: a sidecar's tap then
+    shows the caller's pod, and the cluster tells the caller's cluster by it.
     """
+    source = os.environ.get("POD_IP", "").strip()
+    connector = aiohttp.TCPConnector(local_addr=(source, 0)) if source else None
     return aiohttp.ClientSession(
         trust_env=True,
+        connector=connector,
         timeout=aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 2.0)),
         headers={"User-Agent": f"emojivoto-{service}/{VERSION}"},
     )

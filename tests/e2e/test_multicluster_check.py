@@ -258,12 +258,16 @@ def test_check_says_why_a_stopped_gateway_is_not_alive_and_its_mirrors_lose_thei
     try:
         # failureThreshold (3) probes, one every period (3s), and the mirror says so.
         wait_until("GatewayAlive False", lambda: p.link_condition("GatewayAlive").get("status") == "False")
-        error = p.failing("all gateways are alive")
+        # the check reads the leading mirror's metrics, which can trail the Link's condition a little
+        error = wait_until("the check to see the gateway down", lambda: p.failing("all gateways are alive"),
+                           timeout=30, retry_on=(AssertionError,))
         assert error.startswith("link east: gateway not alive: gateway ") and "failed 3 probes in a row; the last: " \
             in error and ":4191/ready: " in error, error
         ep = p.mirror_endpoints()
         assert [a["ip"] for s in ep["subsets"] for a in s.get("notReadyAddresses", [])]
-        error = p.failing("all mirror services have endpoints")
+        error = wait_until("the check to see not-ready endpoints",
+                           lambda: p.failing("all mirror services have endpoints"),
+                           timeout=30, retry_on=(AssertionError,))
         assert error.startswith("emojivoto/web-svc-east has only not-ready endpoints (the gateway fails its probes)")
         gateways = p.west.isthmus("--context=west", "multicluster", "gateways").stdout.splitlines()
         assert gateways[1].split()[:2] == ["east", "False"] and "failed 3 probes in a row" in gateways[2]

@@ -263,8 +263,8 @@ def test_check_says_why_a_stopped_gateway_is_not_alive_and_its_mirrors_lose_thei
                            timeout=30, retry_on=(AssertionError,))
         assert error.startswith("link east: gateway not alive: gateway ") and "failed 3 probes in a row; the last: " \
             in error and ":4191/ready: " in error, error
-        ep = p.mirror_endpoints()
-        assert [a["ip"] for s in ep["subsets"] for a in s.get("notReadyAddresses", [])]
+        wait_until("the mirror's endpoints not ready", lambda: [
+            a["ip"] for s in p.mirror_endpoints().get("subsets", []) for a in s.get("notReadyAddresses", [])])
         error = wait_until("the check to see not-ready endpoints",
                            lambda: p.failing("all mirror services have endpoints"),
                            timeout=30, retry_on=(AssertionError,))

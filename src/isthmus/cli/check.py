@@ -129,6 +129,12 @@ def check_cmd(
     env = catalog.CheckEnv(kubeconfig=kubeconfig_path(), context=root.get("context"),
                            now=lambda: datetime.now(UTC), data_plane_namespace=data_ns if proxy else None)
     categories = catalog.pre_install() if pre else catalog.installed(proxy=proxy, namespace=data_ns)
+    run_and_print(categories, env, output, seconds)
+
+
+def run_and_print(categories: Any, env: Any, output: str, seconds: float) -> None:
+    """Run the checks, print them as `output` (table, short or json), exit 1 unless all pass;
+    `env.cluster` is closed at the end (`isthmus check` and `isthmus multicluster check`)."""
     console = Console(highlight=False, soft_wrap=True)
     table = TableOutput(console, short=output == "short") if output != "json" else None
     results: list[CheckResult] = []

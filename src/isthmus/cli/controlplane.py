@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import typer
 
-__all__ = ["destination_cmd", "identity_cmd", "proxy_injector_cmd"]
+__all__ = ["destination_cmd", "identity_cmd", "proxy_injector_cmd", "viz_api_cmd"]
 
 HELP_PANEL = "Control plane (the commands of its pods)"
 C = TypeVar("C")
@@ -82,3 +82,10 @@ def proxy_injector_cmd() -> None:
     from isthmus.components.injector import InjectorPodConfig, run_injector
 
     _serve("proxy-injector", InjectorPodConfig.from_env, run_injector)
+
+
+def viz_api_cmd() -> None:
+    """Run the viz API and metrics collector (configured from ISTHMUS_VIZ_* variables)."""
+    from isthmus.components.viz.run import VizPodConfig, run_viz_api
+
+    _serve("viz-api", VizPodConfig.from_env, run_viz_api)

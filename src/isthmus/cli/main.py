@@ -22,12 +22,18 @@ from isthmus.adapters import kubeconfig
 from isthmus.adapters.clusterdir import ClusterDir, all_clusters, isthmus_home
 from isthmus.cli.certs import certs_app
 from isthmus.cli.check import check_cmd
-from isthmus.cli.controlplane import HELP_PANEL, destination_cmd, identity_cmd, proxy_injector_cmd
+from isthmus.cli.controlplane import (
+    HELP_PANEL,
+    destination_cmd,
+    identity_cmd,
+    proxy_injector_cmd,
+    viz_api_cmd,
+)
 from isthmus.cli.demo import demo_app
 from isthmus.cli.install import inject_cmd, install_cmd, uninstall_cmd
 from isthmus.cli.mirror import service_mirror_cmd
 from isthmus.cli.multicluster import multicluster_app
-from isthmus.cli.viz import viz_api_cmd, viz_app
+from isthmus.cli.viz import viz_app
 from isthmus.components import cluster as clusters
 from isthmus.components.cluster import ClusterError
 

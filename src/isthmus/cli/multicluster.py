@@ -47,7 +47,6 @@ import json
 import os
 import ssl
 import sys
-import time
 import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -69,16 +68,13 @@ from lightkube.resources.rbac_authorization_v1 import (
     Role,
     RoleBinding,
 )
-from rich.console import Console
 
 from isthmus import __version__
 from isthmus.adapters import kubeconfig
 from isthmus.adapters.clusterdir import isthmus_home
-from isthmus.cli.check import OUTPUTS, TableOutput
+from isthmus.cli.check import OUTPUTS, run_and_print
 from isthmus.components.checks import multicluster as mccheck
-from isthmus.components.checks.runner import run
 from isthmus.core import mirror as core
-from isthmus.core.checks import CheckResult, report, succeeded
 from isthmus.core.identity import parse_workload_identity
 from isthmus.core.inject import InjectConfig
 from isthmus.core.names import validate_dns1123_label, validate_dns1123_subdomain
@@ -624,25 +620,7 @@ def check_links(context: str | None, *, output: str, wait: str) -> None:
         _fail(MulticlusterError(f"--wait {wait!r} is not a duration (like 5m, 30s, 1m30s or 0)"))
         return
     env = mccheck.MulticlusterEnv(kubeconfig=kubeconfig_path(), context=context, now=lambda: datetime.now(UTC))
-    console = Console(highlight=False, soft_wrap=True)
-    table = TableOutput(console, short=output == "short") if output != "json" else None
-    results: list[CheckResult] = []
-    try:
-        for result in run(mccheck.categories(), env, wait=seconds, clock=time.monotonic, sleep=time.sleep,
-                          on_retry=table.waiting if table is not None else None):
-            results.append(result)
-            if table is not None:
-                table.result(result)
-    finally:
-        close = getattr(env.cluster, "close", None)
-        if close is not None:
-            close()
-    if table is not None:
-        table.finish(results)
-    else:
-        print(json.dumps(report(results), indent=2))
-    if not succeeded(results):
-        raise typer.Exit(1)
+    run_and_print(mccheck.categories(), env, output, seconds)
 
 
 def _mirror_latency(pods: list[Obj], cluster: str) -> float | None:

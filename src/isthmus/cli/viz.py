@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 import urllib.parse
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -24,7 +24,6 @@ from isthmus.cli.viz_client import (
     Window,
     check_output,
     context_name,
-    fail,
     get_json,
     ms,
     namespace_of,
@@ -39,7 +38,7 @@ from isthmus.cli.viz_dashboard import dashboard_cmd
 from isthmus.cli.viz_live import tap_cmd, top_cmd
 from isthmus.cli.viz_prometheus import prometheus_config_cmd, prometheus_targets_cmd
 
-__all__ = ["viz_api_cmd", "viz_app"]
+__all__ = ["viz_app"]
 
 viz_app = typer.Typer(no_args_is_help=True,
                       help="Viz: metrics, stat/top/edges/routes/tap and the dashboard.")
@@ -48,6 +47,13 @@ viz_app.command("prometheus-config")(prometheus_config_cmd)
 viz_app.command("prometheus-targets")(prometheus_targets_cmd)
 viz_app.command("tap")(tap_cmd)
 viz_app.command("top")(top_cmd)
+
+
+def _traffic_cells(row: dict[str, Any]) -> list[str]:
+    """SUCCESS RPS LATENCY_P50 LATENCY_P95 LATENCY_P99 of a stat or routes row."""
+    latency = row.get("latency_ms") or {}
+    return [pct(row["success"]), rps(row["rps"]),
+            *(ms(latency.get(q)) for q in ("p50", "p95", "p99"))]
 
 
 @viz_app.command("install")
@@ -128,9 +134,7 @@ def stat_cmd(
             return
         rows = []
         for r in data["rows"]:
-            lat = r.get("latency_ms") or {}
-            rows.append([r["name"], r["meshed"], pct(r["success"]), rps(r["rps"]),
-                         ms(lat.get("p50")), ms(lat.get("p95")), ms(lat.get("p99")),
+            rows.append([r["name"], r["meshed"], *_traffic_cells(r),
                          "-" if r["tcp_conn"] is None else str(r["tcp_conn"])])
         if not rows:
             print(f"No resources found in namespace {namespace_of(ctx)}.", file=sys.stderr)
@@ -191,9 +195,7 @@ def routes_cmd(
             return
         rows = []
         for r in data["rows"]:
-            lat = r.get("latency_ms") or {}
-            rows.append([r["route"], r["authority"] or "-", pct(r["success"]), rps(r["rps"]),
-                         ms(lat.get("p50")), ms(lat.get("p95")), ms(lat.get("p99"))])
+            rows.append([r["route"], r["authority"] or "-", *_traffic_cells(r)])
         if not rows:
             print(f"No route traffic for {resource} in the last {window}.", file=sys.stderr)
             return
@@ -201,40 +203,3 @@ def routes_cmd(
                      "LATENCY_P99"], rows), end="")
 
     run(go)
-
-
-def viz_api_cmd() -> None:
-    """Run the viz API and metrics collector (configured from ISTHMUS_VIZ_* variables)."""
-    import asyncio
-    import logging
-    import os
-    import signal
-
-    import uvloop
-
-    from isthmus.adapters.incluster import InClusterError
-    from isthmus.components.controlplane import log_level
-    from isthmus.components.viz.run import VizConfigError, VizPodConfig, run_viz_api
-
-    logging.basicConfig(level=log_level(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "httpx2", "httpcore"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, log_level()))
-    try:
-        config = VizPodConfig.from_env(os.environ)
-    except VizConfigError as e:
-        fail(f"viz-api: {e}")
-        return
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await run_viz_api(config, stop)
-
-    try:
-        uvloop.run(main())
-    except InClusterError as e:
-        fail(f"viz-api: {e}")
-    except OSError as e:
-        fail(f"viz-api could not start: {e}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from lightkube.resources.core_v1 import Pod
 
 from isthmus.adapters.incluster import in_cluster_client
 from isthmus.adapters.kube import Informer
+from isthmus.components.controlplane.env import ControlPlaneConfigError
 from isthmus.components.viz.api import VizApi, VizApiConfig
 from isthmus.components.viz.collector import Collector, EmbeddedSource
 from isthmus.components.viz.source import MetricsSource
@@ -30,7 +32,7 @@ __all__ = ["VizConfigError", "VizPodConfig", "run_viz_api"]
 log = logging.getLogger("isthmus.viz")
 
 
-class VizConfigError(ValueError):
+class VizConfigError(ControlPlaneConfigError):
     """The viz pod's environment is not usable; the message names the variable."""
 
 
@@ -43,7 +45,8 @@ class VizPodConfig:
     prometheus_url: str
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> VizPodConfig:
+    def from_env(cls, env: Mapping[str, str] | None = None) -> VizPodConfig:
+        env = os.environ if env is None else env
         listen = env.get(vm.ENV_LISTEN_ADDR) or f"127.0.0.1:{vm.VIZ_PORT}"
         host, _, port = listen.rpartition(":")
         if not host or not port.isdigit() or not 0 <= int(port) <= 65535:

@@ -28,7 +28,7 @@ import re
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,6 +42,7 @@ from isthmus.components import cluster as clusters
 from isthmus.components.mirror import AdminServer, ServiceMirror
 from isthmus.components.mirror.gateway import system_resolver
 from isthmus.resources.multicluster import link_crd
+from tests.support.background import BackgroundLoop
 
 from .conftest import FIRST_CLUSTER, Cluster
 
@@ -71,21 +72,6 @@ def start_cluster(home: Path, name: str, region: str) -> PairCluster:
     return c
 
 
-class BackgroundLoop:
-    """An event loop in a thread of its own, so blocking kubectl calls never stall the mirror."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
 
 
 class FakeGateway:

@@ -11,15 +11,13 @@ metrics are checked with the real `promtool`.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,6 +31,7 @@ from isthmus.adapters.x509 import Credentials, issue_leaf, new_issuer, new_root
 from isthmus.components.destination import DestinationService
 from isthmus.components.identity import IdentityService, lightkube_token_reviewer
 from isthmus.core.identity import workload_identity
+from tests.support.background import BackgroundLoop
 
 from .conftest import Cluster
 
@@ -80,22 +79,6 @@ class ControlPlane:
         return self.destination.url.removeprefix("https://")
 
 
-class BackgroundLoop:
-    """An event loop in a thread of its own, so the tests' blocking kubectl and curl calls
-    never stall the services running in it."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
 
 
 @pytest.fixture

@@ -3,10 +3,12 @@
 West mirrors east. The Link CRD is applied to west with kubectl; east gets a
 ServiceAccount whose ClusterRole may only get, list and watch Services and
 Endpoints, and a token of it goes into west's credentials Secret as a
-kubeconfig. The gateway is a small HTTP server on one of east's loopback
-addresses answering `/ready` as the test chooses; its address is the Link's
-host name `gateway.east.test`, resolved by a resolver the test controls (so
-the gateway can move). The service mirror runs in this process, in an event
+kubeconfig. The gateway is a small HTTPS server on one of east's loopback
+addresses answering `/ready` over mTLS as the test chooses (certificates of a
+trust anchor made by the test: the gateway's for the gateway identity, the
+mirror's for its probes); its address is the Link's host name
+`gateway.east.test`, resolved by a resolver the test controls (so the gateway
+can move). The service mirror runs in this process, in an event
 loop of its own thread, against west's API through lightkube.
 
 The tests share the clusters (starting them is the expensive part) but not
@@ -21,15 +23,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import http.server
 import json
 import os
 import re
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,9 +39,12 @@ import yaml
 from lightkube import AsyncClient, KubeConfig
 
 from isthmus.adapters import kubeconfig as kubeconfigs
+from isthmus.adapters.x509 import Credentials, issue_leaf, new_issuer, new_root
 from isthmus.components import cluster as clusters
-from isthmus.components.mirror import AdminServer, ServiceMirror
+from isthmus.components.identity.tlsconfig import server_context
+from isthmus.components.mirror import AdminServer, MtlsProbe, ServiceMirror, StaticCredentials
 from isthmus.components.mirror.gateway import system_resolver
+from isthmus.components.proxy.adminhttp import AdminHTTPServer, Request, Response, Stream
 from isthmus.resources.multicluster import link_crd
 from tests.support.background import BackgroundLoop
 
@@ -56,6 +60,21 @@ GATEWAY_HOST = "gateway.east.test"
 GATEWAY_IDENTITY = "isthmus-gateway.isthmus-multicluster.serviceaccount.identity.isthmus.cluster.local"
 PROBE_PORT = 4191
 REMOTE_SA = "isthmus-service-mirror-remote-access-west"
+NOW = datetime.now(UTC) - timedelta(minutes=5)
+ROOT = new_root(now=NOW)
+ISSUER = new_issuer(ROOT, now=NOW)
+
+
+def leaf(identity: str) -> Credentials:
+    """A workload certificate with its chain, as the identity service hands them out."""
+    cert = issue_leaf(ISSUER, identity, now=NOW)
+    return Credentials(cert.cert_pem + ISSUER.cert_pem, cert.key_pem)
+
+
+# The mirror's gateway probes present a certificate of the test's trust anchor.
+MIRROR_PROBE = MtlsProbe(StaticCredentials(
+    leaf("isthmus-service-mirror-east.isthmus-multicluster.serviceaccount.identity.isthmus.cluster.local"),
+    ROOT.cert_pem))
 EXPORTED = "mirror.isthmus.io/exported"
 
 
@@ -75,33 +94,27 @@ def start_cluster(home: Path, name: str, region: str) -> PairCluster:
 
 
 class FakeGateway:
-    """`GET /ready` on ADDRESS:4191 answering `status` (200 until told otherwise)."""
+    """`GET /ready` on ADDRESS:4191 over mTLS, answering `status` (200 until told otherwise).
 
-    def __init__(self, address: str) -> None:
+    The server is the gateway proxy's own probe listener server (`AdminHTTPServer` with a
+    server context that requires a client certificate from the test's trust anchor),
+    presenting a certificate for the gateway identity.
+    """
+
+    def __init__(self, address: str, background: BackgroundLoop) -> None:
         self.address = address
         self.status = 200
-        gateway = self
+        self.background = background
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                code = gateway.status if self.path == "/ready" else 404
-                body = b"ready\n" if code == 200 else b"not ready\n"
-                self.send_response(code)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+        async def ready(request: Request, stream: Stream) -> Response:
+            return Response(self.status, "ready\n" if self.status == 200 else "not ready\n")
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer((address, PROBE_PORT), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.server = AdminHTTPServer({("GET", "/ready"): ready})
+        ctx = server_context(leaf(GATEWAY_IDENTITY), ROOT.cert_pem, require_client_cert=True)
+        background.run(self.server.start(address, PROBE_PORT, ssl=ctx))
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(10)
+        self.background.run(self.server.close())
 
 
 @dataclass
@@ -130,7 +143,7 @@ class Env:
 
     def start_mirror(self, identity: str) -> Running:
         async def start() -> Running:
-            mirror = ServiceMirror(self.client, "east", MC_NS, identity=identity, lease_duration=3,
+            mirror = ServiceMirror(self.client, "east", MC_NS, identity=identity, probe=MIRROR_PROBE, lease_duration=3,
                                    renew_deadline=2, retry_period=0.3, status_interval=0.2, resolve_period=1.0,
                                    check_period=1.0, resolver=self._resolve)
             admin = AdminServer(mirror, ("127.0.0.1", 0))
@@ -303,7 +316,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         e.apply(east, *REMOTE_RBAC)
         e.credentials(e.token())
         e.names[GATEWAY_HOST] = e.gateway_ip(1)
-        e.gateways["1"] = FakeGateway(e.gateway_ip(1))
+        e.gateways["1"] = FakeGateway(e.gateway_ip(1), background)
         e.apply(west, LINK)
         e.start_mirror("mirror-a")
         yield e
@@ -466,7 +479,7 @@ def test_a_gateway_that_moves_is_found_at_its_new_address(env: Env) -> None:
     for there, here in (("1", "2"), ("2", "1")):  # and back, as the other tests know it
         wait_for("moved-svc behind the gateway", lambda there=there: ready_ips(  # type: ignore[misc]
             e.get(e.west, "endpoints", "emojivoto", "moved-svc-east")) == [e.gateway_ip(int(there))])
-        e.gateways[here] = FakeGateway(e.gateway_ip(int(here)))
+        e.gateways[here] = FakeGateway(e.gateway_ip(int(here)), e.background)
         e.names[GATEWAY_HOST] = e.gateway_ip(int(here))
         e.gateways.pop(there).stop()
         wait_for("the new gateway address in the mirror's endpoints", lambda here=here: ready_ips(  # type: ignore[misc]

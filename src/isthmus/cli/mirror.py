@@ -6,6 +6,12 @@ account (`adapters.incluster`); elsewhere with `--kubeconfig` / `--context`
 (default: `$KUBECONFIG`, else the isthmus kubeconfig). Runs until SIGTERM or
 SIGINT; a configuration it cannot run with is one line `error: ...` on
 stderr and exit status 1.
+
+Gateway probes are mTLS (`components.mirror.gateway`). Inside a pod the
+mirror gets its own workload certificate from the identity service
+(`components.mirror.identity`, with the pod's service-account token);
+outside one, `--identity-cert`, `--identity-key` and `--trust-anchors` give
+a certificate made elsewhere.
 """
 
 from __future__ import annotations
@@ -51,6 +57,13 @@ def service_mirror_cmd(
                                  "else 127.0.0.1:9999)")] = None,
         workers: Annotated[int, typer.Option("--workers", help="services reconciled at once")] = 4,
         log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error")] = "info",
+        identity_cert: Annotated[Path | None, typer.Option(
+            "--identity-cert", help="outside a pod: the workload certificate (PEM, with its chain) the "
+                                    "gateway probes present")] = None,
+        identity_key: Annotated[Path | None, typer.Option(
+            "--identity-key", help="outside a pod: its private key (PEM)")] = None,
+        trust_anchors: Annotated[Path | None, typer.Option(
+            "--trust-anchors", help="outside a pod: the trust anchors (PEM) gateways must chain to")] = None,
 ) -> None:
     """Mirror the exported Services of a Link's target cluster into this cluster."""
     import uvloop
@@ -59,10 +72,18 @@ def service_mirror_cmd(
 
     from isthmus.adapters import kubeconfig as kubeconfigs
     from isthmus.adapters.clusterdir import isthmus_home
-    from isthmus.adapters.incluster import InClusterError, in_cluster_config
+    from isthmus.adapters.incluster import (
+        InClusterError,
+        in_cluster_config,
+        pod_namespace,
+        service_account_dir,
+    )
+    from isthmus.adapters.x509 import Credentials, X509Error, load_certificates, load_credentials
     from isthmus.components.mirror import run
-    from isthmus.components.mirror.gateway import HttpProbe
+    from isthmus.components.mirror.gateway import MtlsProbe, ProbeCredentials, StaticCredentials
+    from isthmus.components.mirror.identity import MirrorIdentity
     from isthmus.components.proxy.dial import source_ip_for
+    from isthmus.resources.multicluster_manifests import mirror_name
 
     level = logging.getLevelName(log_level.upper())
     logging.basicConfig(level=level if isinstance(level, int) else logging.INFO,
@@ -93,17 +114,50 @@ def service_mirror_cmd(
         _fail(f"cannot use the kubeconfig: {e}")
         return
 
+    given = [o for o, v in (("--identity-cert", identity_cert), ("--identity-key", identity_key),
+                            ("--trust-anchors", trust_anchors)) if v is not None]
+    static: StaticCredentials | None = None
+    if given:
+        if identity_cert is None or identity_key is None or trust_anchors is None:
+            _fail("--identity-cert, --identity-key and --trust-anchors go together (only "
+                  f"{', '.join(given)} given)")
+            return
+        try:
+            cert, key, anchors = identity_cert.read_bytes(), identity_key.read_bytes(), trust_anchors.read_bytes()
+            load_credentials(cert, key, what="the identity")
+            load_certificates(anchors, what="--trust-anchors")
+        except (OSError, X509Error) as e:
+            _fail(e)
+            return
+        static = StaticCredentials(Credentials(cert, key), anchors)
+    elif not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        _fail("gateway probes are mTLS and need a workload certificate: outside a pod give "
+              "--identity-cert, --identity-key and --trust-anchors")
+        return
+
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         client = AsyncClient(config=config, trust_env=False)
+        identity: MirrorIdentity | None = None
+        source: ProbeCredentials
+        if static is not None:
+            source = static
+        else:
+            source = identity = MirrorIdentity(
+                client, service_account=os.environ.get("POD_SERVICE_ACCOUNT") or mirror_name(link),
+                namespace=pod_namespace(), token_path=service_account_dir() / "token")
+        identity_task = loop.create_task(identity.run()) if identity is not None else None
         try:
-            probe = HttpProbe(source_ip=source_ip_for(os.environ.get("POD_IP") or ""))
+            probe = MtlsProbe(source, source_ip=source_ip_for(os.environ.get("POD_IP") or ""))
             await run(client, link, namespace=namespace, admin_address=admin, stop=stop, workers=workers,
                       probe=probe)
         finally:
+            if identity_task is not None:
+                identity_task.cancel()
+                await asyncio.gather(identity_task, return_exceptions=True)
             await client.close()
 
     try:

@@ -46,6 +46,7 @@ from isthmus.core.patch import json_patch
 __all__ = [
     "ADMIN_PORT",
     "DEFAULT_CONTAINER_ANNOTATION",
+    "GATEWAY_PROBE_PORT",
     "INBOUND_PORT",
     "INJECT_ANNOTATION",
     "OUTBOUND_PORT",
@@ -76,6 +77,7 @@ PROXY_CONTAINER = "isthmus-proxy"
 INBOUND_PORT = 4143
 OUTBOUND_PORT = 4140
 ADMIN_PORT = 4191
+GATEWAY_PROBE_PORT = 4192  # a multicluster gateway's mTLS probe listener (its Service's mc-probe port targets it)
 ENABLED = "enabled"
 RUN_AS_USER = 2103  # the image's user (Dockerfile)
 DISABLED = "disabled"

@@ -42,9 +42,9 @@ import yaml
 from isthmus.core import mirror as core
 from isthmus.core.identity import workload_identity
 from isthmus.core.inject import (
-    ADMIN_PORT,
     CONTROL_PLANE_NS_LABEL,
     DEFAULT_CONTAINER_ANNOTATION,
+    GATEWAY_PROBE_PORT,
     INBOUND_PORT,
     INJECT_ANNOTATION,
     PROXY_VERSION_ANNOTATION,
@@ -53,6 +53,8 @@ from isthmus.core.inject import (
     proxy_container,
 )
 from isthmus.core.selectors import Operator, SelectorError, parse_label_selector
+from isthmus.resources.manifests import CONFIG_CONFIGMAP, IDENTITY_SERVICE, TRUST_ROOTS_CONFIGMAP
+from isthmus.resources.manifests import NAMESPACE as CONTROL_PLANE_NAMESPACE
 from isthmus.resources.multicluster import link_crd
 
 __all__ = [
@@ -160,6 +162,10 @@ def _local_access_name(cluster: str) -> str:
     return f"isthmus-service-mirror-access-local-resources-{cluster}"
 
 
+def _identity_settings_name(cluster: str) -> str:
+    return f"isthmus-service-mirror-identity-settings-{cluster}"
+
+
 def _read_creds_name(cluster: str) -> str:
     return f"isthmus-service-mirror-read-remote-creds-{cluster}"
 
@@ -190,14 +196,16 @@ def _rule(group: str, resources: list[str], verbs: list[str],
 
 
 def _role_pair(kind: str, name: str, sa: str, rules: list[dict[str, Any]],
-               labels: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
-    """A (Cluster)Role and the (Cluster)RoleBinding giving it to service account `sa` of NAMESPACE."""
+               labels: Mapping[str, str] | None = None, namespace: str = NAMESPACE) -> list[dict[str, Any]]:
+    """A (Cluster)Role and the (Cluster)RoleBinding giving it to service account `sa` of NAMESPACE
+    (a Role and its binding live in `namespace`)."""
     namespaced = kind == "Role"
+    meta = _meta(name, namespaced=namespaced, labels=labels)
+    if namespaced:
+        meta["namespace"] = namespace
     return [
-        {"apiVersion": f"{_RBAC}/v1", "kind": kind,
-         "metadata": _meta(name, namespaced=namespaced, labels=labels), "rules": rules},
-        {"apiVersion": f"{_RBAC}/v1", "kind": f"{kind}Binding",
-         "metadata": _meta(name, namespaced=namespaced, labels=labels),
+        {"apiVersion": f"{_RBAC}/v1", "kind": kind, "metadata": meta, "rules": rules},
+        {"apiVersion": f"{_RBAC}/v1", "kind": f"{kind}Binding", "metadata": dict(meta),
          "roleRef": {"apiGroup": _RBAC, "kind": kind, "name": name},
          "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": NAMESPACE}]},
     ]
@@ -214,7 +222,7 @@ def _security_context() -> dict[str, Any]:
 
 def _namespace() -> dict[str, Any]:
     # Not meshed by the injector: the gateway carries its own proxy, and the service mirror
-    # reaches remote APIs and gateway probes directly.
+    # reaches remote APIs directly and makes its gateway probes' mTLS itself.
     return {"apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": NAMESPACE, "labels": {EXTENSION_LABEL: EXTENSION},
                          "annotations": {INJECT_ANNOTATION: "disabled"}}}
@@ -226,6 +234,7 @@ def _gateway_container(values: GatewayValues) -> dict[str, Any]:
     container = proxy_container(pod, NAMESPACE, values.proxy)
     container["env"] += [{"name": "ISTHMUS_PROXY_WORKLOAD", "value": f"deploy/{GATEWAY_NAME}"},
                          {"name": "ISTHMUS_PROXY_GATEWAY", "value": "1"}]
+    container["ports"].append({"name": PROBE_PORT_NAME, "containerPort": GATEWAY_PROBE_PORT, "protocol": "TCP"})
     container["securityContext"] = _security_context()
     return container
 
@@ -263,7 +272,8 @@ def _gateway(values: GatewayValues) -> list[dict[str, Any]]:
             "selector": selector,
             "ports": [
                 {"name": GATEWAY_PORT_NAME, "port": values.port, "targetPort": INBOUND_PORT, "protocol": "TCP"},
-                {"name": PROBE_PORT_NAME, "port": values.probe_port, "targetPort": ADMIN_PORT, "protocol": "TCP"},
+                {"name": PROBE_PORT_NAME, "port": values.probe_port, "targetPort": GATEWAY_PROBE_PORT,
+                 "protocol": "TCP"},
             ],
         },
     }
@@ -343,6 +353,12 @@ def _mirror(values: LinkValues) -> list[dict[str, Any]]:
         _rule(core.LINK_GROUP, [f"{core.LINK_PLURAL}/status"], ["get", "update", "patch"]),
         _rule("coordination.k8s.io", ["leases"], ["get", "list", "watch", "create", "update", "patch"]),
     ]
+    # What the mirror's own identity client needs to know (components/mirror/identity.py), in the
+    # control plane's namespace.
+    identity_rules = [
+        _rule("", ["configmaps"], ["get"], [TRUST_ROOTS_CONFIGMAP, CONFIG_CONFIGMAP]),
+        _rule("", ["services"], ["get"], [IDENTITY_SERVICE]),
+    ]
     container = {
         "name": MIRROR_CONTAINER,
         "image": values.image,
@@ -350,7 +366,9 @@ def _mirror(values: LinkValues) -> list[dict[str, Any]]:
         "command": ["isthmus", "service-mirror", "--link", c, "--namespace", NAMESPACE],
         "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
                 {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-                {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
+                {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                {"name": "POD_SERVICE_ACCOUNT",
+                 "valueFrom": {"fieldRef": {"fieldPath": "spec.serviceAccountName"}}}],
         "ports": [{"name": "admin", "containerPort": MIRROR_ADMIN_PORT, "protocol": "TCP"}],
         "readinessProbe": {"httpGet": {"path": "/ready", "port": "admin"}, "periodSeconds": 2,
                            "failureThreshold": 3},
@@ -374,6 +392,8 @@ def _mirror(values: LinkValues) -> list[dict[str, Any]]:
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(name, labels=labels)},
         *_role_pair("ClusterRole", _local_access_name(c), name, local_rules, labels),
         *_role_pair("Role", _read_creds_name(c), name, namespaced_rules, labels),
+        *_role_pair("Role", _identity_settings_name(c), name, identity_rules, labels,
+                    namespace=CONTROL_PLANE_NAMESPACE),
         deployment,
     ]
 

@@ -179,7 +179,7 @@ def test_install_options_set_the_gateway_services_ports_and_probe_period() -> No
     assert result.contexts == [None]  # the kubeconfig's current context
     svc = named(docs(result.stdout), "Service", "isthmus-gateway")
     assert [(p["name"], p["port"], p["targetPort"]) for p in svc["spec"]["ports"]] == [
-        ("mc-gateway", 443, 4143), ("mc-probe", 8191, 4191)]
+        ("mc-gateway", 443, 4143), ("mc-probe", 8191, 4192)]
     assert svc["metadata"]["annotations"]["mirror.isthmus.io/probe-period"] == "10s"
 
 

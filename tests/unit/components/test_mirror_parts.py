@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 
 import pytest
 import yaml
-from aiohttp import web
 from lightkube import ApiError
 from lightkube.models.meta_v1 import Status
 
-from isthmus.components.mirror.gateway import GatewayProber, HttpProbe, resolve_addresses
+from isthmus.components.mirror.gateway import GatewayProber, resolve_addresses
 from isthmus.components.mirror.metrics import MirrorMetrics
 from isthmus.components.mirror.remote import CredentialsError, describe_failure, remote_config
 from isthmus.core import mirror as core
@@ -49,8 +47,8 @@ class World:
             return [host]
         raise OSError(f"{host}: unknown host")
 
-    async def probe(self, address: str, port: int, path: str, timeout: float) -> None:
-        assert (port, path, timeout) == (4191, "/ready", 1.0)
+    async def probe(self, address: str, port: int, path: str, timeout: float, identity: str) -> None:
+        assert (port, path, timeout, identity) == (4191, "/ready", 1.0, "gw")
         self.probed.append(address)
         self.clock.now += 0.004
         if address not in self.up:
@@ -151,33 +149,6 @@ async def test_a_changed_link_address_is_resolved_before_the_next_probe() -> Non
     p.update_link(changed)
     assert await p.probe_once()
     assert p.addresses == ("127.9.192.9",)
-
-
-async def test_the_http_probe_wants_a_200_within_its_timeout() -> None:
-    answers = {"/ready": 200, "/busy": 503}
-
-    async def handler(request: web.Request) -> web.Response:
-        if request.path == "/slow":
-            await asyncio.sleep(1)
-        return web.Response(status=answers.get(request.path, 200), text="x")
-
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, reuse_address=False)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    probe = HttpProbe()
-    try:
-        await probe("127.0.0.1", port, "/ready", 2.0)
-        with pytest.raises(RuntimeError, match="answered 503"):
-            await probe("127.0.0.1", port, "/busy", 2.0)
-        with pytest.raises(asyncio.TimeoutError):
-            await probe("127.0.0.1", port, "/slow", 0.2)
-    finally:
-        await probe.close()
-        await runner.cleanup()
 
 
 def test_metrics_are_labelled_with_the_target_cluster() -> None:

@@ -106,7 +106,8 @@ def test_the_gateway_service_is_a_load_balancer_annotated_for_remote_mirrors() -
     assert svc["spec"]["type"] == "LoadBalancer"
     assert svc["spec"]["ports"] == [
         {"name": "mc-gateway", "port": 14143, "targetPort": 4143, "protocol": "TCP"},
-        {"name": "mc-probe", "port": 14191, "targetPort": 4191, "protocol": "TCP"},
+        # The probe goes to the gateway's mTLS probe listener, not to its admin port.
+        {"name": "mc-probe", "port": 14191, "targetPort": 4192, "protocol": "TCP"},
     ]
     assert svc["metadata"]["annotations"] == {
         "mirror.isthmus.io/gateway-identity":
@@ -140,6 +141,8 @@ def test_the_gateway_pod_is_only_a_proxy_in_gateway_mode_as_the_injector_would_c
     assert config.gateway
     assert config.identity == "isthmus-gateway.isthmus-multicluster.serviceaccount.identity.isthmus.east.example"
     assert config.inbound == (POD_IP, 4143) and config.admin == (POD_IP, 4191)
+    assert config.gateway_probe == (POD_IP, 4192)
+    assert {"name": "mc-probe", "containerPort": 4192, "protocol": "TCP"} in container["ports"]
     assert config.identity_addr == ("127.9.128.3", 8080)
     assert config.destination_addr == ("127.9.128.4", 8086)
     assert config.destination_name == "isthmus-destination.isthmus.serviceaccount.identity.isthmus.east.example"
@@ -220,6 +223,10 @@ def test_the_service_mirror_runs_for_its_link_with_a_probe_on_its_admin_port() -
     assert container["ports"] == [{"name": "admin", "containerPort": 9999, "protocol": "TCP"}]
     assert pod["spec"]["serviceAccountName"] == "isthmus-service-mirror-east"
     assert pod["metadata"]["annotations"] == {"isthmus.io/inject": "disabled"}
+    # what its identity client asks for: <service account>.<namespace>
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"]}
+    assert env["POD_SERVICE_ACCOUNT"] == "spec.serviceAccountName"
+    assert env["POD_NAMESPACE"] == "metadata.namespace"
 
 
 @pytest.mark.parametrize(("attrs", "allowed"), [
@@ -236,6 +243,12 @@ def test_the_service_mirror_runs_for_its_link_with_a_probe_on_its_admin_port() -
                 namespace="isthmus-multicluster", name="east"), True),
     (Attributes("update", group="coordination.k8s.io", resource="leases", namespace="isthmus-multicluster",
                 name="service-mirror-east"), True),
+    # its own identity client's settings, from the control plane's namespace
+    (Attributes("get", resource="configmaps", namespace="isthmus", name="isthmus-identity-trust-roots"), True),
+    (Attributes("get", resource="configmaps", namespace="isthmus", name="isthmus-config"), True),
+    (Attributes("get", resource="services", namespace="isthmus", name="isthmus-identity"), True),
+    (Attributes("get", resource="configmaps", namespace="isthmus", name="other"), False),
+    (Attributes("list", resource="configmaps", namespace="isthmus"), False),
     (Attributes("get", resource="secrets", namespace="isthmus", name="isthmus-identity-issuer"), False),
     (Attributes("update", group="multicluster.isthmus.io", resource="links", namespace="isthmus-multicluster",
                 name="east"), False),

@@ -105,10 +105,12 @@ class Response:
 
 async def request(host: str, port: int, ctx: ssl.SSLContext | None, method: str, target: str, *,
                   body: bytes | None = None, headers: Mapping[str, str] | None = None,
-                  connect_timeout: float | None = None, read_timeout: float | None = None) -> Response:
-    """Connect, send one request and return once the response's head has arrived."""
+                  connect_timeout: float | None = None, read_timeout: float | None = None,
+                  source_ip: str | None = None) -> Response:
+    """Connect (from `source_ip` when given), send one request and return once the response's head has arrived."""
     async with asyncio.timeout(connect_timeout):
-        reader, writer = await asyncio.open_connection(host, port, ssl=ctx, limit=READ_SIZE)
+        reader, writer = await asyncio.open_connection(
+            host, port, ssl=ctx, limit=READ_SIZE, local_addr=(source_ip, 0) if source_ip else None)
     try:
         authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         head = {"Host": authority, "Connection": "close", **(headers or {})}

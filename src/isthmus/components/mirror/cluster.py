@@ -95,7 +95,7 @@ class _Expectations:
 class ClusterMirror:
     def __init__(self, local: AsyncClient, link: core.LinkSpec, *, metrics: MirrorMetrics,
                  on_status: Callable[[], None] = lambda: None, workers: int = 4,
-                 resolver: Resolver = system_resolver, probe: Probe | None = None,
+                 resolver: Resolver = system_resolver, probe: Probe,
                  resolve_period: float = 30.0, check_period: float = 10.0,
                  rng: Callable[[], float] | None = None, clock: Callable[[], float] = time.monotonic,
                  expectation_ttl: float = 5.0) -> None:
@@ -362,7 +362,6 @@ class ClusterMirror:
                 run_worker(f"mirror-{self.cluster}", self.queue, self.reconcile, workers=self._workers))
         finally:
             await self._stop_remote()
-            await self.prober.close()
 
     def __repr__(self) -> str:
         return (f"<ClusterMirror {self.cluster} {self.remote!r} mirrored={self.metrics.mirrored_services} "

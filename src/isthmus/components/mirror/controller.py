@@ -60,7 +60,7 @@ class ServiceMirror:
                  identity: str | None = None, leader_election: bool = True, workers: int = 4,
                  lease_duration: float = 15.0, renew_deadline: float = 10.0, retry_period: float = 2.0,
                  status_interval: float = 1.0, resolve_period: float = 30.0, check_period: float = 10.0,
-                 resolver: Resolver = system_resolver, probe: Probe | None = None,
+                 probe: Probe, resolver: Resolver = system_resolver,
                  rng: Callable[[], float] = random.random, wall: Callable[[], str] = microtime,
                  metrics: MirrorMetrics | None = None) -> None:
         self._local = local

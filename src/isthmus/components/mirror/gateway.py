@@ -2,19 +2,20 @@
 
 `GatewayProber` resolves the Link's `gatewayAddress` (IP addresses, or host
 names looked up with the system resolver) and probes the gateway every
-`probeSpec.period` ± 10%: `GET http://<address>:<probeSpec.port><probeSpec.path>`
-with `probeSpec.timeout`, trying the addresses in order until one answers
-200. `isthmus.core.mirror.ProbeState` decides liveness (alive at start,
-not alive after `failureThreshold` consecutive failures, alive again at the
-first success). Addresses are resolved again every `resolve_period` and after
-every failed probe, so a gateway whose address changed is found again. Each
-change of addresses or liveness is reported to `on_change` with the new
-`Gateway`.
+`probeSpec.period` ± 10%, trying the addresses in order until one answers
+200 within `probeSpec.timeout`. `isthmus.core.mirror.ProbeState` decides
+liveness (alive at start, not alive after `failureThreshold` consecutive
+failures, alive again at the first success). Addresses are resolved again
+every `resolve_period` and after every failed probe, so a gateway whose
+address changed is found again. Each change of addresses or liveness is
+reported to `on_change` with the new `Gateway`.
 
-The probe is a plain HTTP GET to the gateway's admin port. In a meshed
-install the mirror's sidecar proxy would carry it over mTLS, verifying the
-gateway's identity (`gatewayIdentity`): pass a `probe` that sends the request
-through the proxy's outbound port (the `Probe` signature is the seam).
+A probe (`MtlsProbe`) is `GET <probeSpec.path>` to `<address>:<probeSpec.port>`
+over TLS 1.3 with mutual authentication: the mirror presents its own
+workload certificate (`MirrorIdentity`) and accepts only a gateway whose
+certificate chains to this cluster's trust anchors and names the Link's
+`gatewayIdentity`. A gateway that is up but has another anchor or another
+identity is therefore not alive, and says why.
 """
 
 from __future__ import annotations
@@ -24,21 +25,26 @@ import ipaddress
 import logging
 import random
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
 
-import aiohttp
-
+from isthmus.adapters.x509 import Credentials
+from isthmus.components.identity import http1client
+from isthmus.components.identity.tlsconfig import IdentityMismatch, client_context
 from isthmus.components.mirror.metrics import MirrorMetrics
 from isthmus.core import mirror as core
 
 log = logging.getLogger("isthmus.mirror.gateway")
 
-__all__ = ["GatewayProber", "HttpProbe", "Probe", "Resolver", "resolve_addresses", "system_resolver"]
+__all__ = ["GatewayProber", "MtlsProbe", "Probe", "ProbeCredentials", "ProbeFailed", "Resolver",
+           "StaticCredentials", "resolve_addresses", "system_resolver"]
 
 Resolver = Callable[[str], Awaitable[list[str]]]
-# (address, port, path, timeout) -> None on a 200 answer; raises (any exception) otherwise.
-Probe = Callable[[str, int, str, float], Awaitable[None]]
+# (address, port, path, timeout, gateway identity) -> None on a 200 answer; raises (any exception) otherwise.
+Probe = Callable[[str, int, str, float, str], Awaitable[None]]
 
 
 async def system_resolver(host: str) -> list[str]:
@@ -64,39 +70,76 @@ async def resolve_addresses(hosts: Iterable[str], resolver: Resolver) -> tuple[t
     return tuple(found), failures
 
 
-class HttpProbe:
-    """GET over plain HTTP with one shared aiohttp session (proxy variables ignored).
+class ProbeCredentials(Protocol):
+    """Where a probe's client certificate comes from (`MirrorIdentity`, or `StaticCredentials`)."""
+
+    @property
+    def credentials(self) -> Credentials | None: ...
+
+    @property
+    def anchors_pem(self) -> bytes: ...
+
+    def why_not(self) -> str:
+        """Why there is no certificate (said in the probe's failure)."""
+        ...
+
+
+@dataclass(frozen=True)
+class StaticCredentials:
+    """A certificate made elsewhere (tests, tools)."""
+
+    credentials: Credentials | None
+    anchors_pem: bytes
+
+    def why_not(self) -> str:
+        return "no certificate was given"
+
+
+class ProbeFailed(Exception):
+    """The gateway did not answer the probe with 200; the message says what happened."""
+
+
+class MtlsProbe:
+    """`GET path` over mTLS, one connection per probe (module docstring).
 
     `source_ip` (the pod's IP) is bound before connecting, as a pod's packets
     carry its IP (an embedded cluster's service proxy tells the caller's
-    cluster, and region, from it).
+    cluster, and region, from it). Client contexts are kept per (certificate,
+    gateway identity) and rebuilt when the certificate rotates.
     """
 
-    def __init__(self, *, source_ip: str | None = None) -> None:
-        self._session: aiohttp.ClientSession | None = None
+    def __init__(self, source: ProbeCredentials, *, source_ip: str | None = None) -> None:
+        self._source = source
         self._source_ip = source_ip
+        self._creds: Credentials | None = None  # the certificate `_contexts` present
+        self._contexts: dict[str, ssl.SSLContext] = {}  # by gateway identity
 
-    async def __call__(self, address: str, port: int, path: str, timeout: float) -> None:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(local_addr=(self._source_ip, 0)) if self._source_ip else None
-            self._session = aiohttp.ClientSession(trust_env=False, connector=connector)
-        host = f"[{address}]" if ":" in address else address
-        async with self._session.get(f"http://{host}:{port}{path}",
-                                     timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
-            await resp.read()
-            if resp.status != 200:
-                raise RuntimeError(f"answered {resp.status}")
+    def _context(self, creds: Credentials, identity: str) -> ssl.SSLContext:
+        if creds is not self._creds:
+            self._creds, self._contexts = creds, {}
+        ctx = self._contexts.get(identity)
+        if ctx is None:
+            ctx = client_context(creds, self._source.anchors_pem, expected_identity=identity)
+            self._contexts[identity] = ctx
+        return ctx
 
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+    async def __call__(self, address: str, port: int, path: str, timeout: float, identity: str) -> None:
+        creds = self._source.credentials
+        if creds is None:
+            raise ProbeFailed(f"this mirror has no certificate to probe with: {self._source.why_not()}")
+        ctx = self._context(creds, identity)
+        async with asyncio.timeout(timeout):
+            response = await http1client.request(address, port, ctx, "GET", path, source_ip=self._source_ip)
+            async with response:
+                await response.read()
+        if response.status != 200:
+            raise ProbeFailed(f"answered {response.status}")
 
 
 class GatewayProber:
     def __init__(self, link: core.LinkSpec, *, metrics: MirrorMetrics,
                  on_change: Callable[[core.Gateway], None] = lambda _gw: None,
-                 resolver: Resolver = system_resolver, probe: Probe | None = None,
+                 resolver: Resolver = system_resolver, probe: Probe,
                  resolve_period: float = 30.0, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  rng: Callable[[], float] = random.random) -> None:
@@ -104,7 +147,7 @@ class GatewayProber:
         self._metrics = metrics
         self._on_change = on_change
         self._resolver = resolver
-        self._probe: Probe = probe or HttpProbe()
+        self._probe = probe
         self._resolve_period = resolve_period
         self._clock, self._sleep, self._rng = clock, sleep, rng
         self.state = core.ProbeState()
@@ -149,7 +192,7 @@ class GatewayProber:
         for address in self.addresses:
             started = self._clock()
             try:
-                await self._probe(address, spec.port, spec.path, spec.timeout)
+                await self._probe(address, spec.port, spec.path, spec.timeout, self._link.gateway_identity)
             except asyncio.CancelledError:
                 raise
             except Exception as e:
@@ -195,10 +238,6 @@ class GatewayProber:
             await self._sleep(core.jittered(self._link.probe.period, self._rng()))
             await self.probe_once()
 
-    async def close(self) -> None:
-        if isinstance(self._probe, HttpProbe):
-            await self._probe.close()
-
     def __repr__(self) -> str:
         return (f"<GatewayProber {self._link.target_cluster_name} {','.join(self.addresses) or '-'} "
                 f"alive={self.state.alive} failures={self.state.consecutive_failures}>")
@@ -207,4 +246,11 @@ class GatewayProber:
 def _describe(e: BaseException) -> str:
     if isinstance(e, asyncio.TimeoutError):
         return "timed out"
+    if isinstance(e, IdentityMismatch):
+        return f"the gateway's certificate was refused: {e}"
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return (f"the gateway's certificate was refused: {e.verify_message} (does it share this cluster's "
+                f"trust anchor?)")
+    if isinstance(e, ssl.SSLError):
+        return f"TLS with the gateway failed: {e.reason or e}"
     return str(e) or type(e).__name__

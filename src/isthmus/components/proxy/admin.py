@@ -12,12 +12,20 @@
 - `POST /shutdown`: stops the proxy (a pod's last container asks for it).
 
 Served by `adminhttp` (a small HTTP/1.1 server on httptools; it says why not aiohttp).
+
+A multicluster gateway also runs `GatewayProbeServer` (4192, the target of
+its Service's `mc-probe` port): the same `/ready` and nothing else, over TLS
+1.3 that requires a client certificate from the trust anchors — the remote
+service mirrors' probes arrive there with their own workload certificates,
+and the admin listener's metrics and tap stay off the gateway's public
+address.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import TYPE_CHECKING
 
 from isthmus.components.proxy.adminhttp import AdminHTTPServer, Request, Response, Stream
@@ -29,6 +37,36 @@ if TYPE_CHECKING:
 log = logging.getLogger("isthmus.proxy.admin")
 
 TAP_QUEUE = 1000  # lines a tap subscriber may be behind before events are dropped
+
+
+def ready_response(proxy: Proxy) -> Response:
+    if proxy.ready:
+        return Response(text="ready\n")
+    return Response(503, f"not ready: {proxy.not_ready_reason()}\n")
+
+
+class GatewayProbeServer:
+    """`GET /ready` over mTLS for remote service mirrors (module docstring).
+
+    It listens once the proxy holds its first certificate (`start` waits for
+    it): before that, a probe finds the port closed, which the mirror reports
+    as the gateway not answering.
+    """
+
+    def __init__(self, proxy: Proxy, address: tuple[str, int]) -> None:
+        self.proxy = proxy
+        self.address = address
+        self._http = AdminHTTPServer({("GET", "/ready"): self._ready, ("HEAD", "/ready"): self._ready})
+
+    async def start(self, ctx: ssl.SSLContext) -> None:
+        self.address = await self._http.start(*self.address, ssl=ctx)
+        log.info("gateway probe listener on %s:%d (mTLS)", *self.address)
+
+    async def close(self) -> None:
+        await self._http.close()
+
+    async def _ready(self, request: Request, stream: Stream) -> Response:
+        return ready_response(self.proxy)
 
 
 class AdminServer:
@@ -53,9 +91,7 @@ class AdminServer:
         return Response(text=self.proxy.stats.render(), headers={"X-Content-Type-Options": "nosniff"})
 
     async def _ready(self, request: Request, stream: Stream) -> Response:
-        if self.proxy.ready:
-            return Response(text="ready\n")
-        return Response(503, f"not ready: {self.proxy.not_ready_reason()}\n")
+        return ready_response(self.proxy)
 
     async def _live(self, request: Request, stream: Stream) -> Response:
         return Response(text="live\n")

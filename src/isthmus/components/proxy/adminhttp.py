@@ -29,6 +29,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from ssl import SSLContext
 from typing import cast
 from urllib.parse import parse_qsl
 
@@ -102,12 +103,14 @@ class AdminHTTPServer:
         self.conns: set[_Conn] = set()
         self._server: asyncio.AbstractServer | None = None
 
-    async def start(self, host: str, port: int) -> tuple[str, int]:
+    async def start(self, host: str, port: int, *, ssl: SSLContext | None = None) -> tuple[str, int]:
+        """Listen on host:port (TLS with `ssl`); returns the bound address."""
         loop = asyncio.get_running_loop()
         # SO_REUSEADDR only for a fixed port: with port 0 the kernel may pick a port that a
         # connected socket holds, and listen() then fails.
         self._server = await loop.create_server(lambda: _Conn(self), host, port,
-                                                reuse_address=port != 0)
+                                                reuse_address=port != 0, ssl=ssl,
+                                                ssl_handshake_timeout=HEAD_TIMEOUT if ssl else None)
         bound = self._server.sockets[0].getsockname()
         return bound[0], bound[1]
 

@@ -19,6 +19,7 @@ Names follow linkerd2-proxy's `LINKERD2_PROXY_*` variables with an
 | `ISTHMUS_PROXY_DESTINATION_SVC_NAME` | `isthmus-destination.isthmus.serviceaccount.identity.isthmus.<domain>` | the identity the destination service must prove |
 | `ISTHMUS_PROXY_CLUSTER_DOMAIN` | `cluster.local` | |
 | `ISTHMUS_PROXY_GATEWAY` | unset | `1`: accept requests for service authorities on the inbound port (the multicluster gateway) |
+| `ISTHMUS_PROXY_GATEWAY_PROBE_LISTEN_ADDR` | `$POD_IP:4192` (gateways only) | the gateway's probe listener: mTLS only (a client certificate from the trust anchors), `GET /ready` only |
 | `ISTHMUS_PROXY_POD_NAMESPACE`, `ISTHMUS_PROXY_POD_NAME`, `ISTHMUS_PROXY_WORKLOAD` | — | this proxy's own workload, for tap filters (`deploy/web`) |
 | `ISTHMUS_PROXY_CONNECT_TIMEOUT` | `3s` | |
 | `ISTHMUS_PROXY_HEADER_TIMEOUT` / `_IDLE_TIMEOUT` | `10s` / `90s` | a client must finish a request head within the first, and an idle connection is closed after the second |
@@ -33,11 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from isthmus.core.identity import parse_workload_identity, workload_identity
+from isthmus.core.inject import ADMIN_PORT, GATEWAY_PROBE_PORT, INBOUND_PORT, OUTBOUND_PORT
 from isthmus.core.proxy.retry import parse_duration
-
-INBOUND_PORT = 4143
-OUTBOUND_PORT = 4140
-ADMIN_PORT = 4191
 
 
 class ConfigError(ValueError):
@@ -76,6 +74,7 @@ class ProxyConfig:
     destination_name: str = ""
     cluster_domain: str = "cluster.local"
     gateway: bool = False
+    gateway_probe: tuple[str, int] | None = None  # gateways only: the mTLS probe listener
     namespace: str = ""
     pod: str = ""
     workload: tuple[str, str] | None = None  # ("deploy", "web")
@@ -143,6 +142,7 @@ class ProxyConfig:
         parsed = parse_workload_identity(identity) if identity else None
         trust_domain = parsed[2] if parsed else "cluster.local"
         dest = env.get(p + "DESTINATION_SVC_ADDR")
+        gateway = env.get(p + "GATEWAY", "") in ("1", "true")
         workload = None
         if env.get(p + "WORKLOAD"):
             kind, _, name = env[p + "WORKLOAD"].partition("/")
@@ -163,7 +163,8 @@ class ProxyConfig:
             destination_name=env.get(p + "DESTINATION_SVC_NAME")
             or workload_identity("isthmus-destination", "isthmus", trust_domain),
             cluster_domain=domain,
-            gateway=env.get(p + "GATEWAY", "") in ("1", "true"),
+            gateway=gateway,
+            gateway_probe=addr("GATEWAY_PROBE_LISTEN_ADDR", GATEWAY_PROBE_PORT) if gateway else None,
             namespace=env.get(p + "POD_NAMESPACE", ""),
             pod=env.get(p + "POD_NAME", ""),
             workload=workload,

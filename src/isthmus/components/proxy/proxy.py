@@ -21,7 +21,7 @@ from typing import Any
 from isthmus.adapters.x509 import Credentials
 from isthmus.components.destination import DestinationClient
 from isthmus.components.identity import IdentityClient
-from isthmus.components.proxy.admin import AdminServer
+from isthmus.components.proxy.admin import AdminServer, GatewayProbeServer
 from isthmus.components.proxy.config import ProxyConfig
 from isthmus.components.proxy.dial import source_ip_for
 from isthmus.components.proxy.http1 import ServerConn
@@ -56,6 +56,7 @@ class Proxy:
         self.outbound: OutboundRouter | None = None
         self.inbound: InboundListener | None = None
         self.admin: AdminServer | None = None
+        self.probe_server: GatewayProbeServer | None = None
         self.conns: set[ServerConn] = set()
         self._servers: list[asyncio.AbstractServer] = []
         self._tasks: list[asyncio.Task[Any]] = []
@@ -113,9 +114,22 @@ class Proxy:
         self.admin = AdminServer(self, cfg.admin)
         await self.admin.start()
         self._tasks.append(loop.create_task(self._sweep()))
+        if cfg.gateway_probe is not None:
+            if self.tls is None:
+                log.warning("gateway without identity: no probe listener (remote mirrors probe over mTLS)")
+            else:
+                self.probe_server = GatewayProbeServer(self, cfg.gateway_probe)
+                self._tasks.append(loop.create_task(self._start_probe_server(self.tls, self.probe_server)))
         log.info("proxy up: outbound %s:%d, inbound %s:%d, admin %s:%d, identity %s",
                  *cfg.outbound, *self.inbound.address, *self.admin.address,
                  cfg.identity or "disabled")
+
+    async def _start_probe_server(self, tls: ProxyTls, server: GatewayProbeServer) -> None:
+        await tls.first_certificate.wait()
+        try:
+            await server.start(tls.server())
+        except OSError as e:
+            log.error("gateway probe listener on %s:%d cannot start: %s", *server.address, e)
 
     @property
     def outbound_address(self) -> tuple[str, int]:
@@ -151,6 +165,8 @@ class Proxy:
             await self.inbound.close()
         if self.admin is not None:
             await self.admin.close()
+        if self.probe_server is not None:
+            await self.probe_server.close()
         for conn in list(self.conns):
             conn.close()
         if self.outbound is not None:

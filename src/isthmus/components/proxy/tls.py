@@ -11,6 +11,7 @@ negotiated.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 
 from isthmus.adapters.x509 import Credentials
@@ -32,6 +33,7 @@ class ProxyTls:
         self.creds: Credentials | None = None
         self._server: IdentityContext | None = None
         self._clients: dict[str, IdentityContext] = {}
+        self.first_certificate = asyncio.Event()  # set by the first `update`
 
     @property
     def ready(self) -> bool:
@@ -40,6 +42,7 @@ class ProxyTls:
     def update(self, creds: Credentials) -> None:
         """Present `creds` on new connections from now on."""
         self.creds = creds
+        self.first_certificate.set()
         if self._server is not None:
             use_credentials(self._server, creds)
         self._clients.clear()

@@ -2,8 +2,9 @@
 
 Starts two embedded clusters, west and east (a temporary ISTHMUS_HOME, one
 node each), applies the Link CRD and a Link to west (credentials: east's
-admin kubeconfig context; the gateway: a small HTTP server on one of east's
-loopback addresses answering /ready 200), and runs the service mirror as its
+admin kubeconfig context; the gateway: a small HTTPS server on one of east's
+loopback addresses answering /ready 200 over mTLS, the mirror presenting a
+certificate of the same test trust anchor), and runs the service mirror as its
 own process (`isthmus service-mirror` when the CLI has it, else the same
 command function through typer). A watch on west's mirror Endpoints
 (label mirror.isthmus.io/cluster-name=east) times when each mirror gets a
@@ -42,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,8 @@ ROOT = Path(__file__).resolve().parent.parent
 ISTHMUS = str(Path(sys.executable).parent / "isthmus")
 sys.path.insert(0, str(ROOT / "src"))
 
+from isthmus.adapters.x509 import Credentials, issue_leaf, new_issuer, new_root  # noqa: E402
+from isthmus.components.identity.tlsconfig import server_context  # noqa: E402
 from isthmus.resources.multicluster import link_crd  # noqa: E402
 
 MC_NS = "isthmus-multicluster"
@@ -66,8 +70,29 @@ def ssl_ctx(pki: Path) -> ssl.SSLContext:
     return ctx
 
 
+GATEWAY_ID = "isthmus-gateway.isthmus-multicluster.serviceaccount.identity.isthmus.cluster.local"
+MIRROR_ID = "isthmus-service-mirror-east.isthmus-multicluster.serviceaccount.identity.isthmus.cluster.local"
+
+
+def probe_pki(home: Path) -> ssl.SSLContext:
+    """A trust anchor, the mirror's probe certificate (files for its flags) and the gateway's TLS context."""
+    now = datetime.now(UTC) - timedelta(minutes=5)
+    root = new_root(now=now)
+    issuer = new_issuer(root, now=now)
+    mirror = issue_leaf(issuer, MIRROR_ID, now=now)
+    gateway = issue_leaf(issuer, GATEWAY_ID, now=now)
+    (home / "probe.crt").write_bytes(mirror.cert_pem + issuer.cert_pem)
+    (home / "probe.key").write_bytes(mirror.key_pem)
+    (home / "probe.key").chmod(0o600)
+    (home / "anchors.pem").write_bytes(root.cert_pem)
+    return server_context(Credentials(gateway.cert_pem + issuer.cert_pem, gateway.key_pem), root.cert_pem,
+                          require_client_cert=True)
+
+
 class Gateway:
-    def __init__(self, address: str) -> None:
+    """`/ready` 200 over mTLS on ADDRESS:4191, as a gateway's probe listener answers."""
+
+    def __init__(self, address: str, ctx: ssl.SSLContext) -> None:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 self.send_response(200)
@@ -78,6 +103,7 @@ class Gateway:
                 pass
 
         self.server = http.server.ThreadingHTTPServer((address, 4191), Handler)
+        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def stop(self) -> None:
@@ -179,9 +205,10 @@ class MirrorProcess:
         self.proc = None
 
 
-def mirror_command(env: dict[str, str], workers: int) -> list[str]:
+def mirror_command(env: dict[str, str], workers: int, home: Path) -> list[str]:
     args = ["--link", "east", "--context", "west", "--admin-addr", "127.0.0.1:0", "--workers", str(workers),
-            "--log-level", "info"]
+            "--log-level", "info", "--identity-cert", str(home / "probe.crt"), "--identity-key",
+            str(home / "probe.key"), "--trust-anchors", str(home / "anchors.pem")]
     probe = subprocess.run([ISTHMUS, "service-mirror", "--help"], env=env, capture_output=True)
     if probe.returncode == 0:
         return [ISTHMUS, "service-mirror", *args]
@@ -377,7 +404,7 @@ def main() -> None:
             created.append(name)
         info = {n: json.loads((home / "clusters" / n / "cluster.json").read_text()) for n in created}
         east_index = info["east"]["index"]
-        gateway = Gateway(f"127.{east_index}.255.250")
+        gateway = Gateway(f"127.{east_index}.255.250", probe_pki(home))
         kubectl("--context=west", "apply", "-f", "-", input=json.dumps(link_crd()))
         kubectl("--context=west", "create", "namespace", MC_NS)
         config = yaml.safe_load((home / "kubeconfig").read_text())
@@ -391,9 +418,8 @@ def main() -> None:
             {"apiVersion": "multicluster.isthmus.io/v1alpha1", "kind": "Link",
              "metadata": {"name": "east", "namespace": MC_NS},
              "spec": {"targetClusterName": "east", "gatewayAddress": f"127.{east_index}.255.250",
-                      "gatewayIdentity": "isthmus-gateway.isthmus-multicluster.serviceaccount.identity.isthmus."
-                                         "cluster.local"}}]))
-        mirror = MirrorProcess(mirror_command(env, args.workers), env, home / "mirror.log")
+                      "gatewayIdentity": GATEWAY_ID}}]))
+        mirror = MirrorProcess(mirror_command(env, args.workers, home), env, home / "mirror.log")
         mirror_pid = mirror.start()
         deadline = time.monotonic() + 60
         while "Reachable" not in kubectl("--context=west", "-n", MC_NS, "get", "link", "east", "-o",

@@ -19,11 +19,11 @@ from __future__ import annotations
 import base64
 import contextlib
 import ipaddress
+import json
 import socket
 import subprocess
-import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -111,6 +111,15 @@ def refused_count(pod_ip: str, reason: str) -> float:
     return 0.0
 
 
+def _or_none(call: Callable[[], bytes], good: Callable[[bytes], bool] = bool) -> bytes | None:
+    """`call()`'s answer when it is good; None when it is not or the connection failed."""
+    try:
+        answer = call()
+    except OSError:
+        return None
+    return answer if good(answer) else None
+
+
 def through_gateway(pod_ip: str, creds: Credentials | None, anchors: bytes, authority: str, path: str) -> bytes:
     """One HTTP/1.1 request over mTLS to the gateway for `authority`; the raw response."""
     ctx = client_context(creds, anchors, expected_identity=GATEWAY_ID)
@@ -138,16 +147,33 @@ def test_the_gateway_is_a_proxy_pod_that_takes_mtls_only_and_routes_by_authority
     assert svc["spec"]["type"] == "LoadBalancer"
     assert svc["metadata"]["annotations"]["mirror.isthmus.io/gateway-identity"] == GATEWAY_ID
     probe_port = next(p["port"] for p in svc["spec"]["ports"] if p["name"] == "mc-probe")
-    deadline = time.monotonic() + 20  # the cluster's service proxy learns the endpoint shortly
-    while True:
-        try:
-            status = http_get(f"http://{svc['spec']['clusterIP']}:{probe_port}/ready")[0]
-        except OSError:
-            status = 0
-        if status == 200 or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert status == 200
+    anchors = (c.home / "root.crt").read_bytes()
+    issuer = Credentials((c.home / "issuer.crt").read_bytes(), (c.home / "issuer.key").read_bytes())
+    leaf = issue_leaf(issuer, "vote-bot.emojivoto.serviceaccount.identity.isthmus.cluster.local",
+                      now=datetime.now(UTC))
+    client = Credentials(leaf.cert_pem + issuer.cert_pem, leaf.key_pem)
+
+    # The probe port answers /ready over mTLS, and only over mTLS.
+    def probe(creds: Credentials | None) -> bytes:
+        ctx = client_context(creds, anchors, expected_identity=GATEWAY_ID)
+        with socket.create_connection((svc["spec"]["clusterIP"], probe_port), timeout=10) as raw, \
+                ctx.wrap_socket(raw, server_hostname=GATEWAY_ID) as conn:
+            conn.sendall(b"GET /ready HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := conn.recv(65536):
+                data += chunk
+        return data
+
+    # the cluster's service proxy learns the endpoint shortly
+    answer = wait_until("the gateway's probe port over mTLS", lambda: _or_none(lambda: probe(client)), timeout=20)
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"\r\n\r\nready\n"), answer
+    with pytest.raises(OSError):
+        http_get(f"http://{svc['spec']['clusterIP']}:{probe_port}/ready")
+    try:
+        anonymous = probe(None)
+    except OSError:  # TLS without a client certificate: refused with a TLS alert or a reset
+        anonymous = b""
+    assert anonymous == b""
     lb = ipaddress.ip_address(ingress_ip(c))
     net = ipaddress.ip_address(ip)
     assert lb.packed[:2] == net.packed[:2] and lb.packed[2] >= 192  # the cluster's 127.k.192-255 range
@@ -158,7 +184,6 @@ def test_the_gateway_is_a_proxy_pod_that_takes_mtls_only_and_routes_by_authority
         plain.sendall(b"GET / HTTP/1.1\r\nHost: web-svc\r\n\r\n")
         with contextlib.suppress(ConnectionResetError):  # closed, or reset with our request unread
             assert plain.recv(100) == b""
-    anchors = (c.home / "root.crt").read_bytes()
     try:
         answer = through_gateway(ip, None, anchors, "isthmus-gateway.isthmus-multicluster.svc.cluster.local:4191",
                                  "/ready")
@@ -169,14 +194,14 @@ def test_the_gateway_is_a_proxy_pod_that_takes_mtls_only_and_routes_by_authority
         refused_count(ip, "plain_to_gateway") > before[0] and refused_count(ip, "tls_handshake") > before[1]))
 
     # A workload certificate from the shared trust anchor: the gateway resolves the authority in its
-    # own cluster and forwards (here to its own probe port, through its Service).
-    issuer = Credentials((c.home / "issuer.crt").read_bytes(), (c.home / "issuer.key").read_bytes())
-    leaf = issue_leaf(issuer, "vote-bot.emojivoto.serviceaccount.identity.isthmus.cluster.local",
-                      now=datetime.now(UTC))
-    client = Credentials(leaf.cert_pem + issuer.cert_pem, leaf.key_pem)
-    answer = through_gateway(ip, client, anchors, "isthmus-gateway.isthmus-multicluster.svc.cluster.local:4191",
-                             "/ready")
-    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"\r\n\r\nready\n"), answer
+    # own cluster and forwards (here to its own admin port, through a Service made for it).
+    c.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "gw-admin", "namespace": MC},
+        "spec": {"selector": {"app": "isthmus-gateway"}, "ports": [{"port": 4191, "targetPort": 4191}]}}))
+    answer = wait_until("the gateway forwarding to gw-admin", lambda: _or_none(lambda: through_gateway(
+        ip, client, anchors, "gw-admin.isthmus-multicluster.svc.cluster.local:4191", "/ready"),
+        lambda a: a.startswith(b"HTTP/1.1 200 ")), timeout=20)
+    assert answer.endswith(b"\r\n\r\nready\n"), answer
     answer = through_gateway(ip, client, anchors, "nothere.default.svc.cluster.local:80", "/")
     assert answer.startswith(b"HTTP/1.1 503 "), answer
     assert b"service default/nothere not found" in answer

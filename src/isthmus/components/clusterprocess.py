@@ -57,6 +57,7 @@ class ProxyFeed:
     """Keeps the service proxy's view of Services and Endpoints current."""
 
     MIN_SYNC = 0.5
+    SYNC_SHARE = 0.1
 
     def __init__(self, client: Any, proxy: ServiceProxy) -> None:
         self._proxy = proxy
@@ -72,16 +73,20 @@ class ProxyFeed:
 
     async def run(self) -> None:
         # Like kube-proxy's minimum sync period: during a burst of changes the map is
-        # rebuilt at most every `MIN_SYNC` seconds; a lone change applies at once.
+        # rebuilt at most every `MIN_SYNC` seconds, and never more often than leaves the
+        # rebuilds `SYNC_SHARE` of the time (a rebuild walks every Service, so with thousands
+        # of them it would otherwise starve the API server sharing this process); a lone
+        # change applies at once.
         loop = asyncio.get_running_loop()
-        last = 0.0
+        last, gap = 0.0, self.MIN_SYNC
         while True:
             await self._dirty.wait()
-            wait = last + self.MIN_SYNC - loop.time()
+            wait = last + gap - loop.time()
             await asyncio.sleep(max(wait, 0.02))
             self._dirty.clear()
             last = loop.time()
             self._proxy.update(list(self.services.cache.values()), list(self.endpoints.cache.values()))
+            gap = max(self.MIN_SYNC, (loop.time() - last) / self.SYNC_SHARE)
 
 
 async def _until_signalled(cdir: ClusterDir) -> None:

@@ -38,7 +38,7 @@ import functools
 import ipaddress
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = [
     "DEFAULT_CLUSTER_DOMAIN",
@@ -89,8 +89,9 @@ def _is_ip_literal(host: str) -> bool:
     return True
 
 
-@dataclass(frozen=True, order=True)
-class ServiceKey:
+class ServiceKey(NamedTuple):
+    # A named tuple rather than a frozen dataclass: maps are rebuilt over thousands of
+    # Services, and a tuple's construction, hashing and ordering run in C.
     namespace: str
     name: str
 
@@ -241,6 +242,7 @@ class ServiceMap:
         self._services = {s.key: s for s in services}
         listeners: dict[ListenerKey, ServicePort] = {}
         by_ip: dict[str, ServiceKey] = {}
+        # In name order, so the first Service to claim an IP:port keeps it.
         for key in sorted(self._services):
             for port in self._services[key].ports.values():
                 for ip in port.cluster_ips:
@@ -250,6 +252,10 @@ class ServiceMap:
         self._by_ip = by_ip
         self._routes: dict[tuple[str, str, int | None, tuple[tuple[str, int], ...]],
                            Destination | Refusal] = {}
+        # What `build_service_map(previous=...)` reuses, by the id() of the objects read:
+        # (object, its key) for Services and Endpoints, (Endpoints, entry) for Services.
+        self._keys: dict[int, tuple[Mapping[str, Any], ServiceKey | None]] = {}
+        self._entries: dict[int, tuple[Mapping[str, Any] | None, _Service | None]] = {}
 
     def __repr__(self) -> str:
         return (f"ServiceMap({len(self._services)} services, {len(self.listeners)} listeners,"
@@ -430,20 +436,47 @@ def _service(svc: Mapping[str, Any], endpoints: Mapping[str, Any] | None) -> _Se
 
 def build_service_map(services: Iterable[Mapping[str, Any]],
                       endpoints: Iterable[Mapping[str, Any]], *,
-                      cluster_domain: str = DEFAULT_CLUSTER_DOMAIN) -> ServiceMap:
-    """The map of these Services, with backends from the Endpoints of the same name."""
+                      cluster_domain: str = DEFAULT_CLUSTER_DOMAIN,
+                      previous: ServiceMap | None = None) -> ServiceMap:
+    """The map of these Services, with backends from the Endpoints of the same name.
+
+    With `previous`, a Service whose object and Endpoints object are the very
+    ones `previous` was built from (an informer's cache hands out the same
+    objects until they change) keeps its entry instead of being parsed again,
+    so a rebuild after a few changes among thousands of Services costs little
+    more than walking them. (Objects are recognised by identity; `previous`
+    holds them, so an identity is never reused by another object meanwhile.)
+    """
+    reuse = previous if previous is not None and previous.cluster_domain == cluster_domain.strip(".").lower() else None
+    old_keys = reuse._keys if reuse is not None else {}
+    old_entries = reuse._entries if reuse is not None else {}
+    keys: dict[int, tuple[Mapping[str, Any], ServiceKey | None]] = {}
     by_key: dict[ServiceKey, Mapping[str, Any]] = {}
     for ep in endpoints:
-        key = _object_key(ep) if isinstance(ep, Mapping) else None
+        was = old_keys.get(id(ep))
+        key = was[1] if was is not None and was[0] is ep else (
+            _object_key(ep) if isinstance(ep, Mapping) else None)
+        keys[id(ep)] = (ep, key)
         if key is not None:
             by_key[key] = ep
     built = []
+    entries: dict[int, tuple[Mapping[str, Any] | None, _Service | None]] = {}
     for svc in services:
-        key = _object_key(svc) if isinstance(svc, Mapping) else None
-        entry = _service(svc, by_key.get(key)) if key is not None else None
+        was = old_keys.get(id(svc))
+        same = was is not None and was[0] is svc
+        key = was[1] if was is not None and same else (_object_key(svc) if isinstance(svc, Mapping) else None)
+        keys[id(svc)] = (svc, key)
+        if key is None:
+            continue
+        its_ep = by_key.get(key)
+        was_entry = old_entries.get(id(svc)) if same else None
+        entry = was_entry[1] if was_entry is not None and was_entry[0] is its_ep else _service(svc, its_ep)
+        entries[id(svc)] = (its_ep, entry)
         if entry is not None:
             built.append(entry)
-    return ServiceMap(built, cluster_domain=cluster_domain)
+    result = ServiceMap(built, cluster_domain=cluster_domain)
+    result._keys, result._entries = keys, entries
+    return result
 
 
 # --------------------------------------------------------------------------- diffs
@@ -465,7 +498,8 @@ def diff_listeners(old: Mapping[ListenerKey, ServicePort],
                    new: Mapping[ListenerKey, ServicePort]) -> ListenerDiff:
     added = tuple((k, new[k]) for k in sorted(new.keys() - old.keys()))
     removed = tuple(sorted(old.keys() - new.keys()))
-    updated = tuple((k, new[k]) for k in sorted(new.keys() & old.keys()) if new[k] != old[k])
+    updated = tuple((k, new[k]) for k in sorted(new.keys() & old.keys())
+                    if new[k] is not old[k] and new[k] != old[k])
     return ListenerDiff(added, removed, updated)
 
 

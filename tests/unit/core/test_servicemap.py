@@ -299,3 +299,35 @@ def test_repr(smap: ServiceMap) -> None:
     assert repr(smap) == "ServiceMap(2 services, 3 listeners, domain cluster.local)"
     assert str(smap.listeners[("127.1.128.5", 80)]) == "emojivoto/web-svc:http"
     assert str(Backend("127.1.64.2", 8080)) == "127.1.64.2:8080"
+
+
+def test_a_rebuild_reuses_the_entries_of_objects_it_has_seen_and_parses_new_ones() -> None:
+    first = build_service_map([WEB, PLAIN], [WEB_EP, PLAIN_EP])
+    again = build_service_map([WEB, PLAIN], [WEB_EP, PLAIN_EP], previous=first)
+    assert again.listeners == first.listeners
+    assert all(again.listeners[k] is first.listeners[k] for k in first.listeners)  # not parsed again
+    # New objects (an informer replaces an object when it changes) are read again, even with
+    # the same names: new backends for plain, a new port for web, a Service gone.
+    plain_ep = endpoints("plain", "default", subset(["127.1.64.8"], [{"port": 15432}]))
+    web = service("web-svc", "emojivoto", "127.1.128.5", [{"name": "http", "port": 81, "targetPort": 8080}])
+    changed = build_service_map([web, PLAIN], [WEB_EP, plain_ep], previous=again)
+    assert changed.listeners[("127.1.128.6", 5432)].backends == (Backend("127.1.64.8", 15432),)
+    assert set(changed.listeners) == {("127.1.128.5", 81), ("127.1.128.6", 5432)}
+    assert changed.listeners[("127.1.128.5", 81)].backends == (Backend("127.1.64.2", 8080),
+                                                             Backend("127.1.64.3", 8080))
+    # Endpoints that appear or go away for an unchanged Service are seen too.
+    gone = build_service_map([web, PLAIN], [WEB_EP], previous=changed)
+    assert gone.listeners[("127.1.128.6", 5432)].backends == ()
+    back = build_service_map([web, PLAIN], [WEB_EP, plain_ep], previous=gone)
+    assert back.listeners[("127.1.128.6", 5432)].backends == (Backend("127.1.64.8", 15432),)
+    only_plain = build_service_map([PLAIN], [plain_ep], previous=back)
+    assert set(only_plain.listeners) == {("127.1.128.6", 5432)}
+    # Another cluster domain parses everything again.
+    other = build_service_map([PLAIN], [plain_ep], previous=only_plain, cluster_domain="east.local")
+    assert other.listeners[("127.1.128.6", 5432)] is not only_plain.listeners[("127.1.128.6", 5432)]
+
+
+def test_service_keys_order_by_namespace_then_name_and_print_as_ns_slash_name() -> None:
+    keys = [ServiceKey("b", "a"), ServiceKey("a", "z"), ServiceKey("a", "b")]
+    assert sorted(keys) == [ServiceKey("a", "b"), ServiceKey("a", "z"), ServiceKey("b", "a")]
+    assert str(ServiceKey("emojivoto", "web-svc")) == "emojivoto/web-svc"

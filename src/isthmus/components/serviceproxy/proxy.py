@@ -143,7 +143,7 @@ class ServiceProxy:
 
     def update(self, services: list[dict[str, Any]], endpoints: list[dict[str, Any]]) -> None:
         """Replace the Services and Endpoints served; listeners follow in the background."""
-        self._map = build_service_map(services, endpoints, cluster_domain=self._domain)
+        self._map = build_service_map(services, endpoints, cluster_domain=self._domain, previous=self._map)
         self._picker.retain((p.service, p.port) for p in self._map.service_ports())
         self._http.pool.retain(self._map.backends())
         self._synced.clear()

@@ -31,6 +31,8 @@ from lightkube import ApiError, AsyncClient, KubeConfig
 from lightkube.config.models import Cluster, User
 from lightkube.resources.core_v1 import Service
 
+from isthmus.adapters import kubehttp
+
 __all__ = [
     "KUBERNETES_SERVICE_ACCOUNT_DIR",
     "InClusterError",
@@ -79,7 +81,7 @@ def in_cluster_config(env: Mapping[str, str] | None = None) -> KubeConfig:
 
 def in_cluster_client(env: Mapping[str, str] | None = None) -> AsyncClient:
     """A lightkube client with `in_cluster_config` (proxy variables ignored: the API is reached directly)."""
-    return AsyncClient(config=in_cluster_config(env), trust_env=False)
+    return kubehttp.client(in_cluster_config(env))
 
 
 def pod_namespace(env: Mapping[str, str] | None = None) -> str:

@@ -20,6 +20,8 @@ from typing import Any
 from lightkube import ApiError, AsyncClient, KubeConfig
 from lightkube.core.resource import NamespacedResource
 
+from isthmus.adapters import kubehttp
+
 log = logging.getLogger("isthmus.kube")
 
 Key = tuple[str, str]  # (namespace, name)
@@ -36,7 +38,7 @@ def client_from_certs(server: str, ca: Path, cert: Path, key: Path) -> AsyncClie
         "users": [{"name": "self", "user": {"client-certificate-data": b64(cert), "client-key-data": b64(key)}}],
         "contexts": [{"name": "self", "context": {"cluster": "self", "user": "self"}}],
     })
-    return AsyncClient(config=config, trust_env=False)
+    return kubehttp.client(config)
 
 
 def key_of(obj: dict[str, Any]) -> Key:

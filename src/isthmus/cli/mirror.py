@@ -67,10 +67,11 @@ def service_mirror_cmd(
 ) -> None:
     """Mirror the exported Services of a Link's target cluster into this cluster."""
     import uvloop
-    from lightkube import AsyncClient, KubeConfig
+    from lightkube import KubeConfig
     from lightkube.config.kubeconfig import SingleConfig
 
     from isthmus.adapters import kubeconfig as kubeconfigs
+    from isthmus.adapters import kubehttp
     from isthmus.adapters.clusterdir import isthmus_home
     from isthmus.adapters.incluster import (
         InClusterError,
@@ -140,7 +141,8 @@ def service_mirror_cmd(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        client = AsyncClient(config=config, trust_env=False)
+        assert config is not None  # every path without one has failed above
+        client = kubehttp.client(config)
         identity: MirrorIdentity | None = None
         source: ProbeCredentials
         if static is not None:

@@ -27,6 +27,7 @@ from lightkube.resources.core_v1 import Pod
 from rich.console import Console
 from rich.text import Text
 
+from isthmus.adapters import kubehttp
 from isthmus.components.checks.cluster import kubeconfig_path
 from isthmus.components.viz.prometheus_targets import TargetsWriter
 from isthmus.core.proxy.retry import parse_duration
@@ -114,7 +115,7 @@ def _client(context: str | None) -> tuple[AsyncClient, str]:
             known = ", ".join(sorted(config.contexts)) or "none"
             _fail(f"context {name!r} is not in the kubeconfig {path} (its contexts: {known})"
                   if name else f"no --context given and the kubeconfig {path} has no current context")
-        return AsyncClient(config=config.get(context_name=name), trust_env=False), str(name)
+        return kubehttp.client(config, context=name), str(name)
     except (ConfigError, OSError, ValueError) as e:
         _fail(f"cannot use the kubeconfig {path}: {e}")
         raise AssertionError("unreachable") from None

@@ -33,6 +33,7 @@ from typing import Any, cast
 from lightkube import ApiError, AsyncClient
 from lightkube.resources.core_v1 import Endpoints, Namespace, Service
 
+from isthmus.adapters import kubehttp
 from isthmus.adapters.kube import Key, WorkQueue, key_of, run_worker
 from isthmus.components.mirror.gateway import GatewayProber, Probe, Resolver, system_resolver
 from isthmus.components.mirror.informer import WatchedInformer
@@ -155,7 +156,7 @@ class ClusterMirror:
             self._on_status()
             return
         self.credentials_problem = None
-        self.remote = RemoteCluster(AsyncClient(config=config, trust_env=False), server=config.cluster.server,
+        self.remote = RemoteCluster(kubehttp.client(config), server=config.cluster.server,
                                     on_service=self._on_remote_service, on_endpoints=self._on_remote_endpoints,
                                     on_state=self._remote_state, on_synced=self._remote_synced,
                                     check_period=self._check_period)

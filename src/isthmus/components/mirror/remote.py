@@ -26,6 +26,7 @@ from lightkube import ApiError, AsyncClient, KubeConfig
 from lightkube.config.kubeconfig import SingleConfig
 from lightkube.resources.core_v1 import Endpoints, Service
 
+from isthmus.adapters import kubehttp
 from isthmus.adapters.kube import Handler
 from isthmus.components.mirror.informer import WatchedInformer
 
@@ -62,7 +63,7 @@ def remote_config(kubeconfig: bytes, *, secret: str = "the credentials Secret") 
 
 def client_from_kubeconfig(kubeconfig: bytes, *, secret: str = "the credentials Secret") -> AsyncClient:
     """A lightkube client for the kubeconfig's current context; `CredentialsError` when there is none."""
-    return AsyncClient(config=remote_config(kubeconfig, secret=secret), trust_env=False)
+    return kubehttp.client(remote_config(kubeconfig, secret=secret))
 
 
 def describe_failure(e: BaseException, server: str) -> tuple[str, str]:

@@ -43,6 +43,7 @@ from lightkube.core.exceptions import ConfigError
 from lightkube.resources.core_v1 import Service
 from yarl import URL
 
+from isthmus.adapters import kubehttp
 from isthmus.components.mirror.informer import Link
 from isthmus.components.webapp import json_response
 from isthmus.core import mirror as mirror_core
@@ -255,7 +256,7 @@ class LightkubeReader:
             if context not in config.contexts:
                 raise ClusterUnavailable(f"the kubeconfig {self.path} has no context {context!r}")
             try:
-                client = AsyncClient(config=config.get(context_name=context), trust_env=False)
+                client = kubehttp.client(config, context=context)
             except (ConfigError, OSError, ValueError, AssertionError) as e:
                 raise ClusterUnavailable(f"context {context!r} of {self.path} is not usable: {e}") from None
             self._clients[context] = client

@@ -59,6 +59,7 @@ from lightkube.models.authentication_v1 import TokenRequestSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import ServiceAccount
 
+from isthmus.adapters import kubehttp
 from isthmus.adapters.x509 import (
     Credentials,
     LeafSigner,
@@ -305,9 +306,13 @@ async def bench(kubeconfig: Path, env: dict[str, str], api_pid: int, clients: in
     sas = [f"w{i}" for i in range(clients)]
     for sa in sas:
         kubectl("-n", NAMESPACE, "create", "serviceaccount", sa)
-    kube = AsyncClient(config=KubeConfig.from_file(kubeconfig).get(context_name="bench"), trust_env=False)
+    config = KubeConfig.from_file(kubeconfig)
+    # The service's API client as shipped (lightkube over aiohttp), and over httpx's own
+    # transport (the previous one), for the side-by-side round.
+    kube = kubehttp.client(config, context="bench")
+    kube_httpx = AsyncClient(config=config.get(context_name="bench"), trust_env=False)
     per_client = int(MAX_RATE * (seconds + 0.5) / clients) + 2
-    tokens = await asyncio.gather(*(new_tokens(kube, sa, per_client) for sa in sas))
+    tokens = await asyncio.gather(*(new_tokens(kube, sa, 2 * per_client + 1) for sa in sas))
     csrs = {sa: make_csr(new_private_key(), workload_identity(sa, NAMESPACE)).decode() for sa in sas}
 
     def body(sa: str, token: str) -> bytes:
@@ -318,13 +323,17 @@ async def bench(kubeconfig: Path, env: dict[str, str], api_pid: int, clients: in
     issuer = new_issuer(root, now=now())
     out: list[dict[str, Any]] = []
     try:
-        for label, reuse, bodies in (
-                ("one token per client (the service's review cache answers after the first)", True,
+        for label, reuse, client, bodies in (
+                ("one token per client (the service's review cache answers after the first)", True, kube,
                  [[body(sa, mine[0])] for sa, mine in zip(sas, tokens, strict=True)]),
-                ("a new token for every CSR (a real TokenReview each)", False,
-                 [[body(sa, t) for t in mine[1:]] for sa, mine in zip(sas, tokens, strict=True)])):
+                ("a new token for every CSR (a real TokenReview each), API client over httpx's transport", False,
+                 kube_httpx,
+                 [[body(sa, t) for t in mine[1:per_client + 1]] for sa, mine in zip(sas, tokens, strict=True)]),
+                ("a new token for every CSR (a real TokenReview each), API client over aiohttp (as shipped)", False,
+                 kube,
+                 [[body(sa, t) for t in mine[per_client + 1:]] for sa, mine in zip(sas, tokens, strict=True)])):
             service = IdentityService(issuer=issuer, trust_anchors_pem=root.cert_pem,
-                                      trust_domain="cluster.local", token_reviewer=lightkube_token_reviewer(kube),
+                                      trust_domain="cluster.local", token_reviewer=lightkube_token_reviewer(client),
                                       clock=now, address=(LOCAL, 0), admin_address=None)
             await service.start()
             try:
@@ -333,6 +342,7 @@ async def bench(kubeconfig: Path, env: dict[str, str], api_pid: int, clients: in
                 await service.close()
     finally:
         await kube.close()
+        await kube_httpx.close()
     out.append(sign_cost(issuer))
     a_id, b_id = workload_identity("web", NAMESPACE), workload_identity("vote-bot", NAMESPACE)
     a, b = issue_leaf(issuer, a_id, now=now()), issue_leaf(issuer, b_id, now=now())

@@ -174,7 +174,9 @@ def test_west_votes_land_in_east_through_the_gateway_over_mtls(pair: Pair) -> No
 
     p.west.kubectl("-n", "emojivoto", "rollout", "status", "deploy/vote-bot", "--timeout=120s", timeout=150)
     east_before, west_before = votes(p.east), votes(p.west)
-    wait_until("votes from west counted in east", lambda: votes(p.east) >= east_before + 5)
+    # Polled through kubectl and the leaderboard: a call that fails on a loaded machine is tried again.
+    wait_until("votes from west counted in east", lambda: votes(p.east) >= east_before + 5,
+               retry_on=(AssertionError, OSError))
     assert votes(p.west) == west_before  # west's own voting service gets none
 
     bot = pod_ip(p.west, "emojivoto", "vote-bot")

@@ -31,11 +31,13 @@ from typing import Any
 
 import aiohttp
 import httpx2 as httpx
-from lightkube import AsyncClient, KubeConfig
+import orjson
+from lightkube import ApiError, AsyncClient, KubeConfig
 from lightkube.config.client_adapter import verify_cluster
 from lightkube.config.kubeconfig import SingleConfig
+from lightkube.models.meta_v1 import Status
 
-__all__ = ["AiohttpTransport", "client"]
+__all__ = ["AiohttpTransport", "JsonApi", "client", "http_client_of"]
 
 POOL_SIZE = 64  # connections per API server, as many requests in flight at once
 
@@ -126,3 +128,51 @@ def client(config: KubeConfig | SingleConfig, *, context: str | None = None, **o
     ctx = (verify_cluster(single.cluster, single.user, single.abs_file, trust_env=False)
            if single.cluster.server.startswith("https:") else None)
     return AsyncClient(config=single, trust_env=False, transport=AiohttpTransport(ctx), **options)
+
+
+def http_client_of(client: AsyncClient) -> httpx.AsyncClient | None:
+    """The httpx client under a lightkube client (its base URL, auth, TLS and pool), if it has the expected shape."""
+    http = getattr(getattr(client, "_client", None), "_client", None)
+    if http is None or not callable(getattr(http, "request", None)) or not hasattr(http, "base_url"):
+        return None
+    return http
+
+
+class JsonApi:
+    """Plain JSON requests through a lightkube client's own HTTP client.
+
+    For the hot paths that write thousands of objects (the service mirror) or
+    review a token per request (the identity service): lightkube's request
+    preparation and model encoding and decoding cost about as much CPU as the
+    request itself, and these callers have the JSON already. Paths are relative
+    to the API server (`api/v1/namespaces/ns/services`); an error answer raises
+    lightkube's `ApiError` (its `status` read from the answer), a transport
+    failure httpx's errors, as lightkube's own calls do.
+    """
+
+    HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+
+    def __init__(self, client: AsyncClient) -> None:
+        http = http_client_of(client)
+        if http is None:
+            raise TypeError("the lightkube client has no httpx client underneath")
+        self._http = http
+        self._base = http.base_url
+
+    async def request(self, method: str, path: str, body: Any = None) -> Any:
+        response = await self._http.request(method, self._base.join(path), headers=self.HEADERS,
+                                            content=orjson.dumps(body) if body is not None else None)
+        if response.status_code >= 400:
+            raise _api_error(response)
+        return orjson.loads(response.content)
+
+
+def _api_error(response: httpx.Response) -> ApiError:
+    try:
+        answer = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        answer = None
+    if isinstance(answer, dict) and answer.get("kind") == "Status":
+        return ApiError(request=response.request, response=response)
+    return ApiError(request=response.request, status=Status(
+        code=response.status_code, message=f"{response.reason_phrase}: {response.text[:200]}"))

@@ -55,6 +55,8 @@ class Api:
         body = await request.read()
         self.seen.append((request.method, request.path_qs, dict(request.headers), body))
         path = request.path
+        if path.endswith("/teapot"):
+            return web.Response(status=418, text="short and stout")
         if path.endswith("/configmaps/missing"):
             return json_response({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404,
                                   "reason": "NotFound", "message": 'configmaps "missing" not found'}, status=404)
@@ -160,3 +162,24 @@ async def test_a_read_that_takes_longer_than_the_timeout_is_a_read_timeout(api: 
             await client.get(ConfigMap, "slow")
     finally:
         await client.close()
+
+
+async def test_json_api_writes_plain_json_and_raises_lightkube_errors(api: tuple[Api, int]) -> None:
+    state, port = api
+    client = kubehttp.client(config(port))
+    try:
+        json_api = kubehttp.JsonApi(client)
+        made = await json_api.request("POST", "api/v1/namespaces/default/configmaps", cm("plain"))
+        assert made["metadata"]["resourceVersion"] == "7" and made["data"] == {"k": "v"}
+        with pytest.raises(ApiError) as e:
+            await json_api.request("GET", "api/v1/namespaces/default/configmaps/missing")
+        assert e.value.status.code == 404 and e.value.status.message == 'configmaps "missing" not found'
+        with pytest.raises(ApiError) as e:  # an error that is not a Status object still says what came
+            await json_api.request("GET", "nothing-here/teapot")
+        assert e.value.status.code == 418 and "I'm a teapot" in (e.value.status.message or "")
+    finally:
+        await client.close()
+    method, path, headers, body = state.seen[0]
+    assert (method, path) == ("POST", "/api/v1/namespaces/default/configmaps")
+    assert headers["Authorization"] == "Bearer s3cret" and headers["Content-Type"] == "application/json"
+    assert json.loads(body)["metadata"]["name"] == "plain"

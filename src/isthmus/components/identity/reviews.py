@@ -29,6 +29,8 @@ from lightkube import ApiError, AsyncClient
 from lightkube.models.authentication_v1 import TokenReviewSpec
 from lightkube.resources.authentication_v1 import TokenReview
 
+from isthmus.adapters import kubehttp
+
 REVIEW_CACHE_TTL = 10.0
 REVIEW_CACHE_SIZE = 4096
 TOKEN_REVIEWS_PATH = "apis/authentication.k8s.io/v1/tokenreviews"  # relative to the API server's base URL
@@ -58,7 +60,7 @@ def lightkube_token_reviewer(client: AsyncClient, *,
     review (with the API's status code and message); a review that comes back
     is a `TokenReviewResult`, authenticated or not.
     """
-    http = _connection_pool(client)
+    http = kubehttp.http_client_of(client)
     if http is None:
         return _model_reviewer(client, audiences)
     url = http.base_url.join(TOKEN_REVIEWS_PATH)  # the base URL ends in "/", so a path prefix is kept
@@ -89,14 +91,6 @@ def lightkube_token_reviewer(client: AsyncClient, *,
         return _result(answer.get("status"))
 
     return review
-
-
-def _connection_pool(client: AsyncClient) -> Any:
-    """The HTTP client (httpx's AsyncClient) under lightkube's client, if it has the expected shape."""
-    http = getattr(getattr(client, "_client", None), "_client", None)
-    if http is None or not callable(getattr(http, "post", None)) or not hasattr(http, "base_url"):
-        return None
-    return http
 
 
 def _result(status: Any) -> TokenReviewResult:

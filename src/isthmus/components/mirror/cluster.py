@@ -46,6 +46,7 @@ log = logging.getLogger("isthmus.mirror")
 __all__ = ["ClusterMirror"]
 
 _MODELS: dict[str, Any] = {"Service": Service, "Endpoints": Endpoints, "Namespace": Namespace}
+_PLURALS = {"Service": "services", "Endpoints": "endpoints", "Namespace": "namespaces"}
 
 
 @dataclass(slots=True)
@@ -127,6 +128,7 @@ class ClusterMirror:
         self.statuses: dict[Key, core.ServiceStatus] = {}
         self.status_version = 0  # moves with every change of `statuses`
         self._expect = _Expectations(expectation_ttl, clock)
+        self._json: kubehttp.JsonApi | None = None
 
     # ------------------------------------------------------------------ configuration
 
@@ -307,8 +309,7 @@ class ClusterMirror:
                     await self._local.delete(model, action.name, namespace=action.namespace)
                 self._expect.deleted(action.kind, action.namespace, action.name)
                 return None
-            body = model.from_dict(dict(action.body or {}))
-            written = await (self._local.create(body) if action.verb == "create" else self._local.replace(body))
+            written = await self._write(action)
         except ApiError as e:
             code = e.status.code
             if action.verb == "delete" and code == 404:
@@ -323,10 +324,23 @@ class ClusterMirror:
                 return 0.2
             raise
         if action.kind != "Namespace":
-            self._expect.wrote(action.kind, written.to_dict())
+            self._expect.wrote(action.kind, written)
         else:
             log.info("%s: created namespace %s", self.cluster, action.name)
         return None
+
+    async def _write(self, action: core.Action) -> dict[str, Any]:
+        """Create or replace `action.body` as plain JSON (kubehttp.JsonApi: thousands of mirrors are
+        written at once, and lightkube's models would cost as much CPU as the requests); the object
+        as written."""
+        if self._json is None:
+            self._json = kubehttp.JsonApi(self._local)
+        plural = _PLURALS[action.kind]
+        path = (f"api/v1/{plural}" if action.kind == "Namespace"
+                else f"api/v1/namespaces/{action.namespace}/{plural}")
+        if action.verb == "create":
+            return dict(await self._json.request("POST", path, action.body))
+        return dict(await self._json.request("PUT", f"{path}/{action.name}", action.body))
 
     async def remove_all(self) -> None:
         """Delete every local mirror of this cluster (the Link is gone)."""

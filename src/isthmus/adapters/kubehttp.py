@@ -25,19 +25,21 @@ kubeconfig (cluster CA, client certificate).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
+import weakref
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import httpx2 as httpx
 import orjson
 from lightkube import ApiError, AsyncClient, KubeConfig
-from lightkube.config.client_adapter import verify_cluster
+from lightkube.config.client_adapter import user_auth, verify_cluster
 from lightkube.config.kubeconfig import SingleConfig
 from lightkube.models.meta_v1 import Status
 
-__all__ = ["AiohttpTransport", "JsonApi", "client", "http_client_of"]
+__all__ = ["AiohttpTransport", "BadAnswer", "JsonApi", "client", "http_client_of"]
 
 POOL_SIZE = 64  # connections per API server, as many requests in flight at once
 
@@ -82,7 +84,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._pool_size = pool_size
         self._session: aiohttp.ClientSession | None = None
 
-    def _session_now(self) -> aiohttp.ClientSession:
+    def session(self) -> aiohttp.ClientSession:
+        """The aiohttp session (made on first use, in the running loop)."""
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else False,
                                              limit=self._pool_size, enable_cleanup_closed=True)
@@ -99,7 +102,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
         body = await request.aread()
         try:
-            response = await self._session_now().request(
+            response = await self.session().request(
                 request.method, str(request.url), headers=headers, data=body or None, timeout=timeout,
                 allow_redirects=False, compress=None)
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
@@ -127,7 +130,16 @@ def client(config: KubeConfig | SingleConfig, *, context: str | None = None, **o
     assert single.user is not None, "a kubeconfig context names a user"
     ctx = (verify_cluster(single.cluster, single.user, single.abs_file, trust_env=False)
            if single.cluster.server.startswith("https:") else None)
-    return AsyncClient(config=single, trust_env=False, transport=AiohttpTransport(ctx), **options)
+    transport = AiohttpTransport(ctx)
+    made = AsyncClient(config=single, trust_env=False, transport=transport, **options)
+    _DIRECT[made] = (transport, single)
+    return made
+
+
+# The clients `client` made, with their transport and config: `JsonApi` sends through the
+# transport's aiohttp session directly.
+_DIRECT: weakref.WeakKeyDictionary[AsyncClient, tuple[AiohttpTransport, SingleConfig]] = (
+    weakref.WeakKeyDictionary())
 
 
 def http_client_of(client: AsyncClient) -> httpx.AsyncClient | None:
@@ -138,41 +150,99 @@ def http_client_of(client: AsyncClient) -> httpx.AsyncClient | None:
     return http
 
 
+class BadAnswer(ValueError):
+    """The API answered with something that is not JSON."""
+
+
 class JsonApi:
-    """Plain JSON requests through a lightkube client's own HTTP client.
+    """Plain JSON requests to the API server of a lightkube client.
 
     For the hot paths that write thousands of objects (the service mirror) or
     review a token per request (the identity service): lightkube's request
-    preparation and model encoding and decoding cost about as much CPU as the
-    request itself, and these callers have the JSON already. Paths are relative
-    to the API server (`api/v1/namespaces/ns/services`); an error answer raises
-    lightkube's `ApiError` (its `status` read from the answer), a transport
-    failure httpx's errors, as lightkube's own calls do.
+    preparation and model encoding and decoding, and httpx's request, auth and
+    response layers, cost more CPU than the request itself, and these callers
+    have the JSON already. For a client made by `client`, requests go straight
+    to its transport's aiohttp session (same pool, same TLS context), with
+    the `Authorization` header its kubeconfig user's httpx auth produces (kept,
+    and produced again after a 401: a token file is then read again); for any
+    other lightkube client, through its httpx client. Paths are relative to
+    the API server (`api/v1/namespaces/ns/services`).
+
+    `raw` answers (status, reason, body); `request` the decoded JSON, raising
+    lightkube's `ApiError` (its `status` read from the answer) for an error
+    answer and `BadAnswer` for one that is not JSON. Transport failures are
+    httpx's errors (`ConnectError`, `ReadTimeout`, ...), as lightkube's own
+    calls raise.
     """
 
     HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
-    def __init__(self, client: AsyncClient) -> None:
+    def __init__(self, client: AsyncClient, *, timeout: float = 10.0) -> None:
+        direct = _DIRECT.get(client)
         http = http_client_of(client)
-        if http is None:
+        if direct is None and http is None:
             raise TypeError("the lightkube client has no httpx client underneath")
         self._http = http
-        self._base = http.base_url
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
+        self._transport: AiohttpTransport | None = None
+        if direct is not None:
+            self._transport, single = direct
+            self._base = single.cluster.server.rstrip("/") + "/"
+            self._auth = user_auth(single.user)
+            self._auth_headers: dict[str, str] | None = None
+        elif http is not None:
+            self._base = str(http.base_url).rstrip("/") + "/"
+
+    async def _authorization(self, refused: bool = False) -> dict[str, str]:
+        """The headers the user's auth adds (after a 401 with `refused`: produced again)."""
+        if self._auth_headers is not None and not refused:
+            return self._auth_headers
+        headers: dict[str, str] = {}
+        if self._auth is not None:
+            request = httpx.Request("GET", self._base)
+            flow = self._auth.async_auth_flow(request)
+            request = await flow.__anext__()
+            if refused:  # tell the flow: a token file is read again, an exec plugin run again
+                with contextlib.suppress(StopAsyncIteration):
+                    request = await flow.asend(httpx.Response(401, request=request))
+            await flow.aclose()
+            headers = {k: v for k, v in request.headers.items() if k.lower() == "authorization"}
+        self._auth_headers = headers
+        return headers
+
+    async def raw(self, method: str, path: str, body: bytes | None = None) -> tuple[int, str, bytes]:
+        if self._transport is None:
+            assert self._http is not None
+            response = await self._http.request(method, self._base + path, headers=self.HEADERS, content=body)
+            return response.status_code, response.reason_phrase, response.content
+        url = self._base + path
+        refused = False
+        while True:
+            headers = {**self.HEADERS, **await self._authorization(refused)}
+            try:
+                async with self._transport.session().request(method, url, headers=headers, data=body,
+                                                             timeout=self._timeout, allow_redirects=False) as r:
+                    status, reason, content = r.status, r.reason or "", await r.read()
+            except (aiohttp.ClientError, TimeoutError, OSError) as e:
+                raise _error(e, httpx.Request(method, url)) from e
+            if status != 401 or refused or self._auth is None:
+                return status, reason, content
+            refused = True
 
     async def request(self, method: str, path: str, body: Any = None) -> Any:
-        response = await self._http.request(method, self._base.join(path), headers=self.HEADERS,
-                                            content=orjson.dumps(body) if body is not None else None)
-        if response.status_code >= 400:
-            raise _api_error(response)
-        return orjson.loads(response.content)
+        status, reason, content = await self.raw(method, path, orjson.dumps(body) if body is not None else None)
+        try:
+            answer = orjson.loads(content)
+        except orjson.JSONDecodeError:
+            answer = None
+        if status >= 400:
+            raise _api_error(status, reason, answer, content)
+        if answer is None:
+            raise BadAnswer(f"the API answered {method} {path} with something that is not JSON (HTTP {status})")
+        return answer
 
 
-def _api_error(response: httpx.Response) -> ApiError:
-    try:
-        answer = orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        answer = None
+def _api_error(code: int, reason: str, answer: Any, content: bytes) -> ApiError:
     if isinstance(answer, dict) and answer.get("kind") == "Status":
-        return ApiError(request=response.request, response=response)
-    return ApiError(request=response.request, status=Status(
-        code=response.status_code, message=f"{response.reason_phrase}: {response.text[:200]}"))
+        return ApiError(status=cast(Status, Status.from_dict(answer)))
+    return ApiError(status=Status(code=code, message=f"{reason}: {content[:200].decode('utf-8', 'replace')}"))

@@ -11,6 +11,7 @@ import asyncio
 import gzip
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
@@ -55,6 +56,9 @@ class Api:
         body = await request.read()
         self.seen.append((request.method, request.path_qs, dict(request.headers), body))
         path = request.path
+        if path.startswith("/guarded/") and request.headers.get("Authorization") != "Bearer new":
+            return json_response({"kind": "Status", "apiVersion": "v1", "code": 401, "message": "Unauthorized"},
+                                 status=401)
         if path.endswith("/teapot"):
             return web.Response(status=418, text="short and stout")
         if path.endswith("/configmaps/missing"):
@@ -176,10 +180,52 @@ async def test_json_api_writes_plain_json_and_raises_lightkube_errors(api: tuple
         assert e.value.status.code == 404 and e.value.status.message == 'configmaps "missing" not found'
         with pytest.raises(ApiError) as e:  # an error that is not a Status object still says what came
             await json_api.request("GET", "nothing-here/teapot")
-        assert e.value.status.code == 418 and "I'm a teapot" in (e.value.status.message or "")
+        assert e.value.status.code == 418 and "short and stout" in (e.value.status.message or "")
     finally:
         await client.close()
     method, path, headers, body = state.seen[0]
     assert (method, path) == ("POST", "/api/v1/namespaces/default/configmaps")
     assert headers["Authorization"] == "Bearer s3cret" and headers["Content-Type"] == "application/json"
     assert json.loads(body)["metadata"]["name"] == "plain"
+
+
+async def test_json_api_reads_a_token_file_again_after_a_401(api: tuple[Api, int], tmp_path: Path) -> None:
+    state, port = api
+    token = tmp_path / "token"
+    token.write_text("old")
+    kc = KubeConfig.from_dict({
+        "apiVersion": "v1", "kind": "Config", "current-context": "t",
+        "clusters": [{"name": "t", "cluster": {"server": f"http://{HOST}:{port}"}}],
+        "users": [{"name": "t", "user": {"tokenFile": str(token)}}],
+        "contexts": [{"name": "t", "context": {"cluster": "t", "user": "t"}}]})
+    client = kubehttp.client(kc)
+    try:
+        json_api = kubehttp.JsonApi(client)
+        with pytest.raises(ApiError) as e:  # the old token, read again after the 401: still old
+            await json_api.request("GET", "guarded/configmaps/a")
+        assert e.value.status.code == 401
+        token.write_text("new")  # the kubelet rotated it
+        got = await json_api.request("GET", "guarded/configmaps/b")
+        assert got["metadata"]["name"] == "b"
+        await json_api.request("GET", "guarded/configmaps/c")
+    finally:
+        await client.close()
+    sent = [(path, headers.get("Authorization")) for _, path, headers, _ in state.seen]
+    assert sent == [("/guarded/configmaps/a", "Bearer old"), ("/guarded/configmaps/a", "Bearer old"),
+                    ("/guarded/configmaps/b", "Bearer old"), ("/guarded/configmaps/b", "Bearer new"),
+                    ("/guarded/configmaps/c", "Bearer new")]
+
+
+async def test_json_api_works_through_any_lightkube_client(api: tuple[Api, int]) -> None:
+    _, port = api
+    from lightkube import AsyncClient
+
+    client = AsyncClient(config=config(port).get(), trust_env=False)  # httpx's own transport
+    try:
+        json_api = kubehttp.JsonApi(client)
+        assert (await json_api.request("GET", "api/v1/namespaces/default/configmaps/x"))["metadata"]["name"] == "x"
+        with pytest.raises(ApiError) as e:
+            await json_api.request("GET", "api/v1/namespaces/default/configmaps/missing")
+        assert e.value.status.code == 404
+    finally:
+        await client.close()

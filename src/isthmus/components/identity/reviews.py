@@ -2,10 +2,11 @@
 
 - `lightkube_token_reviewer(client)` asks the cluster API to review a token
   (`POST /apis/authentication.k8s.io/v1/tokenreviews`) through the lightkube
-  client's own HTTP connection pool, credentials and TLS settings. The review
-  is sent and read as plain JSON rather than through lightkube's resource
-  models, which costs the identity service about a third less CPU per review
-  (see docs/benchmarks.md); a client without that connection pool gets the
+  client's own connection pool, credentials and TLS settings
+  (`adapters.kubehttp.JsonApi`). The review is sent and read as plain JSON
+  rather than through lightkube's resource models and httpx's layers, which
+  costs the identity service far less CPU per review (see
+  docs/benchmarks.md); a client without an HTTP client underneath gets the
   model path (`client.create(TokenReview(...))`).
 - `ReviewCache` remembers successful reviews for a few seconds, as the API
   server itself does for the tokens it authenticates (kube-apiserver keeps a
@@ -60,34 +61,33 @@ def lightkube_token_reviewer(client: AsyncClient, *,
     review (with the API's status code and message); a review that comes back
     is a `TokenReviewResult`, authenticated or not.
     """
-    http = kubehttp.http_client_of(client)
-    if http is None:
+    try:
+        api = kubehttp.JsonApi(client)
+    except TypeError:
         return _model_reviewer(client, audiences)
-    url = http.base_url.join(TOKEN_REVIEWS_PATH)  # the base URL ends in "/", so a path prefix is kept
-    headers = {"Content-Type": "application/json", "Accept": "application/json"}
     spec_extra = {"audiences": audiences} if audiences else {}
 
     async def review(token: str) -> TokenReviewResult:
         body = orjson.dumps({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
                              "spec": {"token": token, **spec_extra}})
         try:
-            response = await http.post(url, content=body, headers=headers)
+            code, reason, content = await api.raw("POST", TOKEN_REVIEWS_PATH, body)
         except Exception as e:  # any transport failure: the API gave no answer
             raise TokenReviewUnavailable(
                 f"the cluster API could not be reached ({type(e).__name__}: {e})") from None
         try:
-            answer = orjson.loads(response.content)
+            answer = orjson.loads(content)
         except orjson.JSONDecodeError:
             answer = None
-        if response.status_code >= 400:
+        if code >= 400:
             status = answer if isinstance(answer, dict) else {}
             raise TokenReviewUnavailable(
-                f"the cluster API refused the TokenReview ({status.get('code') or response.status_code}: "
-                f"{status.get('message') or response.reason_phrase})")
+                f"the cluster API refused the TokenReview ({status.get('code') or code}: "
+                f"{status.get('message') or reason})")
         if not isinstance(answer, dict):
             raise TokenReviewUnavailable(
                 f"the cluster API answered the TokenReview with something that is not a JSON object "
-                f"(HTTP {response.status_code})")
+                f"(HTTP {code})")
         return _result(answer.get("status"))
 
     return review

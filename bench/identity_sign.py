@@ -326,10 +326,10 @@ async def bench(kubeconfig: Path, env: dict[str, str], api_pid: int, clients: in
         for label, reuse, client, bodies in (
                 ("one token per client (the service's review cache answers after the first)", True, kube,
                  [[body(sa, mine[0])] for sa, mine in zip(sas, tokens, strict=True)]),
-                ("a new token for every CSR (a real TokenReview each), API client over httpx's transport", False,
+                ("a new token for every CSR (a real TokenReview each), the review through httpx and httpcore (before)", False,
                  kube_httpx,
                  [[body(sa, t) for t in mine[1:per_client + 1]] for sa, mine in zip(sas, tokens, strict=True)]),
-                ("a new token for every CSR (a real TokenReview each), API client over aiohttp (as shipped)", False,
+                ("a new token for every CSR (a real TokenReview each), the review straight through aiohttp (as shipped)", False,
                  kube,
                  [[body(sa, t) for t in mine[per_client + 1:]] for sa, mine in zip(sas, tokens, strict=True)])):
             service = IdentityService(issuer=issuer, trust_anchors_pem=root.cert_pem,

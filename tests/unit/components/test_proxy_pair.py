@@ -632,6 +632,23 @@ async def test_gateway_refuses_plain_tcp_and_counts_it(pair: Pair, gateway: Prox
                   reason="plain_to_gateway") == 1
 
 
+async def test_gateway_refuses_a_client_certificate_from_another_anchor_and_counts_it(
+        pair: Pair, gateway: Proxy, tmp_path: Any) -> None:
+    assert gateway.inbound is not None
+    stranger = creds(CLIENT_ID, OTHER_ISSUER)  # a valid workload certificate, of another trust anchor
+    (tmp_path / "stranger.pem").write_bytes(stranger.cert_pem + stranger.key_pem)
+    ctx = ssl.create_default_context(cadata=ROOT.cert_pem.decode())
+    ctx.check_hostname = False
+    ctx.load_cert_chain(tmp_path / "stranger.pem")
+    with pytest.raises((ssl.SSLError, ConnectionResetError, asyncio.IncompleteReadError)):
+        reader, writer = await asyncio.open_connection(*gateway.inbound.address, ssl=ctx)
+        writer.write(b"isthmus/1 http server.ns.svc.cluster.local:8080\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await reader.readexactly(1)
+    await asyncio.sleep(0.05)
+    assert sample(gateway.stats.render(), "refused_connections_total", reason="tls_handshake") == 1
+    assert series(gateway.stats.render(), "request_total") == []  # nothing went on
+
+
 async def test_gateway_answers_unknown_services_and_loops_clearly(pair: Pair, gateway: Proxy) -> None:
     assert gateway.inbound is not None
     pair.destination.set("nothere-east.ns.svc.cluster.local:80", [Endpoint(

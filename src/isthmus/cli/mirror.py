@@ -152,11 +152,12 @@ def service_mirror_cmd(
                 client, service_account=os.environ.get("POD_SERVICE_ACCOUNT") or mirror_name(link),
                 namespace=pod_namespace(), token_path=service_account_dir() / "token")
         identity_task = loop.create_task(identity.run()) if identity is not None else None
+        probe = MtlsProbe(source, source_ip=source_ip_for(os.environ.get("POD_IP") or ""))
         try:
-            probe = MtlsProbe(source, source_ip=source_ip_for(os.environ.get("POD_IP") or ""))
             await run(client, link, namespace=namespace, admin_address=admin, stop=stop, workers=workers,
                       probe=probe)
         finally:
+            probe.close()
             if identity_task is not None:
                 identity_task.cancel()
                 await asyncio.gather(identity_task, return_exceptions=True)

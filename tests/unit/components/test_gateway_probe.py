@@ -165,3 +165,29 @@ async def test_the_prober_explains_a_refused_gateway_and_recovers(gateway: Proxy
     prober.update_link(link(GATEWAY_ID))
     assert await prober.probe_once()
     assert prober.state.alive
+
+
+async def test_probes_keep_one_connection_and_open_a_new_one_when_it_goes_or_the_certificate_changes(
+        gateway: Proxy) -> None:
+    assert gateway.probe_server is not None
+    server = gateway.probe_server._http
+    port = probe_port(gateway)
+    source = StaticCredentials(creds(MIRROR_ID), ROOT.cert_pem)
+    probe = MtlsProbe(source)
+    try:
+        for _ in range(3):
+            await probe(LOCAL, port, "/ready", 2.0, GATEWAY_ID)
+        assert len(server.conns) == 1  # one connection for the three probes
+        first = next(iter(server.conns))
+        first.abort()  # the gateway drops it (an idle timeout, a restart)
+        await asyncio.sleep(0.05)
+        await probe(LOCAL, port, "/ready", 2.0, GATEWAY_ID)  # tried again on a new connection
+        assert len(server.conns) == 1 and first not in server.conns
+        second = next(iter(server.conns))
+        rotated = StaticCredentials(creds(MIRROR_ID), ROOT.cert_pem)  # a renewed certificate
+        probe._source = rotated
+        await probe(LOCAL, port, "/ready", 2.0, GATEWAY_ID)
+        await asyncio.sleep(0.05)
+        assert second not in server.conns and len(server.conns) == 1
+    finally:
+        probe.close()

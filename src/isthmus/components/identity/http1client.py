@@ -38,6 +38,7 @@ class Response:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  read_timeout: float | None) -> None:
         self.status = 0
+        self.keep_alive = False  # whether the server leaves the connection open after this response
         self.headers: dict[str, str] = {}
         self._reader, self._writer = reader, writer
         self._read_timeout = read_timeout
@@ -51,6 +52,8 @@ class Response:
 
     def on_headers_complete(self) -> None:
         self.status = self._parser.get_status_code()
+        # Asked here: once the message is complete the parser no longer says.
+        self.keep_alive = self._parser.should_keep_alive()
         self._head_done = True
 
     def on_body(self, body: bytes) -> None:
@@ -103,24 +106,77 @@ class Response:
         self.close()
 
 
+def _head(method: str, target: str, host: str, port: int, headers: Mapping[str, str] | None,
+          body: bytes | None, *, close: bool) -> bytes:
+    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    head = {"Host": authority, **({"Connection": "close"} if close else {}), **(headers or {})}
+    if body is not None:
+        head["Content-Length"] = str(len(body))
+    lines = [f"{method} {target} HTTP/1.1", *(f"{k}: {v}" for k, v in head.items()), "", ""]
+    return "\r\n".join(lines).encode("latin-1") + (body or b"")
+
+
+async def _open(host: str, port: int, ctx: ssl.SSLContext | None, source_ip: str | None
+                ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection(host, port, ssl=ctx, limit=READ_SIZE,
+                                         local_addr=(source_ip, 0) if source_ip else None)
+
+
 async def request(host: str, port: int, ctx: ssl.SSLContext | None, method: str, target: str, *,
                   body: bytes | None = None, headers: Mapping[str, str] | None = None,
                   connect_timeout: float | None = None, read_timeout: float | None = None,
                   source_ip: str | None = None) -> Response:
     """Connect (from `source_ip` when given), send one request and return once the response's head has arrived."""
     async with asyncio.timeout(connect_timeout):
-        reader, writer = await asyncio.open_connection(
-            host, port, ssl=ctx, limit=READ_SIZE, local_addr=(source_ip, 0) if source_ip else None)
+        reader, writer = await _open(host, port, ctx, source_ip)
     try:
-        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        head = {"Host": authority, "Connection": "close", **(headers or {})}
-        if body is not None:
-            head["Content-Length"] = str(len(body))
-        lines = [f"{method} {target} HTTP/1.1", *(f"{k}: {v}" for k, v in head.items()), "", ""]
-        writer.write("\r\n".join(lines).encode("latin-1") + (body or b""))
+        writer.write(_head(method, target, host, port, headers, body, close=True))
         response = Response(reader, writer, read_timeout)
         await response._read_head()
     except BaseException:
         writer.close()
         raise
     return response
+
+
+class KeptConnection:
+    """One connection kept open for a sequence of requests (HTTP/1.1 keep-alive), each read whole.
+
+    For a client that asks the same server again and again (the service
+    mirror's gateway probes): after the first, a request costs one round
+    trip, with no new TCP or TLS handshake. A connection the server closed
+    (or said it would close) is opened anew for the next request.
+    """
+
+    def __init__(self, host: str, port: int, ctx: ssl.SSLContext | None, *, source_ip: str | None = None) -> None:
+        self.host, self.port, self._ctx, self._source_ip = host, port, ctx, source_ip
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._streams is not None and not self._streams[1].is_closing()
+
+    async def request(self, method: str, target: str, *, headers: Mapping[str, str] | None = None,
+                      body: bytes | None = None) -> tuple[int, bytes]:
+        """(status, body) of one request; on any failure the connection is closed (and the error raised)."""
+        if not self.is_open:
+            self.close()
+            self._streams = await _open(self.host, self.port, self._ctx, self._source_ip)
+        assert self._streams is not None
+        reader, writer = self._streams
+        try:
+            writer.write(_head(method, target, self.host, self.port, headers, body, close=False))
+            response = Response(reader, writer, None)
+            await response._read_head()
+            data = await response.read()
+        except BaseException:
+            self.close()
+            raise
+        if not response.keep_alive:
+            self.close()
+        return response.status, data
+
+    def close(self) -> None:
+        if self._streams is not None:
+            self._streams[1].close()
+            self._streams = None

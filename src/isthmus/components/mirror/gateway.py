@@ -100,12 +100,17 @@ class ProbeFailed(Exception):
 
 
 class MtlsProbe:
-    """`GET path` over mTLS, one connection per probe (module docstring).
+    """`GET path` over mTLS on a kept connection (module docstring).
 
     `source_ip` (the pod's IP) is bound before connecting, as a pod's packets
     carry its IP (an embedded cluster's service proxy tells the caller's
-    cluster, and region, from it). Client contexts are kept per (certificate,
-    gateway identity) and rebuilt when the certificate rotates.
+    cluster, and region, from it). The connection to the gateway that last
+    answered is kept (HTTP/1.1 keep-alive), as a proxy pools its connection to
+    a peer: a probe then costs one round trip, and `gateway_latency` is that
+    round trip rather than TCP and TLS handshakes across the WAN. A kept
+    connection that fails is tried once more anew (the gateway may have closed
+    an idle one); a certificate rotation or another gateway identity opens new
+    connections.
     """
 
     def __init__(self, source: ProbeCredentials, *, source_ip: str | None = None) -> None:
@@ -113,9 +118,11 @@ class MtlsProbe:
         self._source_ip = source_ip
         self._creds: Credentials | None = None  # the certificate `_contexts` present
         self._contexts: dict[str, ssl.SSLContext] = {}  # by gateway identity
+        self._conns: dict[tuple[str, int, str], http1client.KeptConnection] = {}
 
     def _context(self, creds: Credentials, identity: str) -> ssl.SSLContext:
         if creds is not self._creds:
+            self.close()
             self._creds, self._contexts = creds, {}
         ctx = self._contexts.get(identity)
         if ctx is None:
@@ -128,12 +135,28 @@ class MtlsProbe:
         if creds is None:
             raise ProbeFailed(f"this mirror has no certificate to probe with: {self._source.why_not()}")
         ctx = self._context(creds, identity)
+        key = (address, port, identity)
+        conn = self._conns.get(key)
+        if conn is None:
+            conn = self._conns[key] = http1client.KeptConnection(address, port, ctx, source_ip=self._source_ip)
         async with asyncio.timeout(timeout):
-            response = await http1client.request(address, port, ctx, "GET", path, source_ip=self._source_ip)
-            async with response:
-                await response.read()
-        if response.status != 200:
-            raise ProbeFailed(f"answered {response.status}")
+            kept = conn.is_open
+            try:
+                status, _ = await conn.request("GET", path)
+            except OSError:
+                if not kept:
+                    raise
+                status, _ = await conn.request("GET", path)  # the kept one had gone stale: a new one
+        if status != 200:
+            raise ProbeFailed(f"answered {status}")
+        for other in [k for k in self._conns if k != key]:  # only the gateway that answers is kept
+            self._conns.pop(other).close()
+
+    def close(self) -> None:
+        """Close the kept connections."""
+        for conn in self._conns.values():
+            conn.close()
+        self._conns.clear()
 
 
 class GatewayProber:

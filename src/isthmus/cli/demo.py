@@ -32,21 +32,20 @@ Promises:
 
 `isthmus demo-cluster` (`run`) is the single-cluster variant: one cluster,
 the mesh, emojivoto meshed.
+
+This module holds the steps and the commands; `demo_shell` how each step is
+shown and run, `demo_processes` the dashboards and `demo down`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shlex
-import shutil
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -54,154 +53,24 @@ from rich.console import Console
 from rich.markup import escape
 
 from isthmus.adapters import kubeconfig
-from isthmus.adapters.clusterdir import ClusterDir, all_clusters, isthmus_home
+from isthmus.adapters.clusterdir import ClusterDir, isthmus_home
+from isthmus.cli.demo_processes import alive, dashboards, down, pid_file, stop_group
+from isthmus.cli.demo_shell import CLUSTERS, DemoError, Reporter, Shell, demo_dir, wait_for
 from isthmus.components import cluster as clusters
 from isthmus.components.cluster import ClusterError
-from isthmus.components.serviceproxy.wan import read_setting, wan_file, write_setting
+from isthmus.components.serviceproxy.wan import read_setting, write_setting
 from isthmus.core.network import HTTP_PROXY_PORT, ClusterNetwork
 from isthmus.core.wan import WanSettingError, parse_setting
 
 ROOT = Path(__file__).resolve().parents[3]
 EMOJIVOTO = ROOT / "deploy" / "emojivoto.yml"
 
-CLUSTERS = (("west", "sfo3"), ("east", "syd1"))
 DEPLOYMENTS = ("emoji", "voting", "web", "vote-bot")
 MC = "isthmus-multicluster"
 VIZ = "isthmus-viz"
 DASHBOARD_PORT = 50750  # west's; east's is 10 higher, as in the walkthrough
 TAP_LINES = 6
 TAP_WAIT = 30.0
-
-
-class DemoError(Exception):
-    pass
-
-
-# ---------------------------------------------------------------------------- output
-
-
-def _plain_time(seconds: float) -> str:
-    return f"{seconds:.1f} s"
-
-
-@dataclass
-class Step:
-    title: str
-    commands: list[str] = field(default_factory=list)
-    reused: bool = False
-    note: str = ""
-
-
-class Reporter:
-    """Steps with their times: a spinner and one line per step on a terminal, plain lines otherwise."""
-
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self.rich = console.is_terminal
-        self.started = time.monotonic()
-
-    def line(self, text: str, style: str | None = None) -> None:
-        self.console.print(text, style=style if self.rich else None, highlight=False, markup=False,
-                           soft_wrap=True)
-
-    def heading(self, text: str) -> None:
-        if self.rich:
-            self.console.rule(text)
-        else:
-            self.console.print(f"\n== {text}", highlight=False, markup=False)
-
-    def command(self, shown: str) -> None:
-        self.line(f"  $ {shown}", "dim")
-
-    def output(self, text: str) -> None:
-        if text.strip():
-            for row in text.rstrip().splitlines():
-                self.line(f"    {row}")
-
-    @contextlib.contextmanager
-    def step(self, title: str) -> Iterator[Step]:
-        step = Step(title)
-        start = time.monotonic()
-        if not self.rich:
-            self.console.print(f"-> {title}", highlight=False, markup=False)
-        status = self.console.status(escape(title)) if self.rich else contextlib.nullcontext()
-        try:
-            with status:
-                yield step
-        except BaseException:
-            if self.rich:
-                self.console.print(f"[red]✗[/red] {escape(title)}", highlight=False)
-            else:
-                self.console.print(f"   failed: {title}", highlight=False, markup=False)
-            raise
-        took = time.monotonic() - start
-        what = "already there" if step.reused else "done"
-        if step.note:
-            what += f"; {step.note}"
-        if self.rich:
-            mark = "[cyan]=[/cyan]" if step.reused else "[green]✓[/green]"
-            self.console.print(f"{mark} {escape(title)}  [dim]{what}, {_plain_time(took)}[/dim]",
-                               highlight=False)
-        else:
-            self.console.print(f"   {what} ({_plain_time(took)})", highlight=False, markup=False)
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-
-class Shell:
-    """Runs the demo's commands (the real `isthmus` and `kubectl`), showing each one that changes something."""
-
-    def __init__(self, report: Reporter, env: dict[str, str]) -> None:
-        self.report = report
-        self.env = env
-        self.isthmus = str(Path(sys.executable).parent / "isthmus")
-        self.kubectl = shutil.which("kubectl", path=env.get("PATH")) or "/usr/bin/kubectl"
-
-    def run(self, argv: list[str], *, shown: str, stdin: str | None = None, show: bool = True,
-            check: bool = True, timeout: float = 240) -> str:
-        if show:
-            self.report.command(shown)
-        try:
-            proc = subprocess.run(argv, input=stdin, text=True, env=self.env, timeout=timeout,
-                                  capture_output=True)
-        except subprocess.TimeoutExpired:
-            raise DemoError(f"`{shown}` did not finish within {timeout:.0f} s") from None
-        if proc.returncode != 0 and check:
-            raise DemoError(f"`{shown}` failed ({proc.returncode}): {proc.stderr.strip()}")
-        return proc.stdout
-
-    def cli(self, *args: str, **kw: object) -> str:
-        return self.run([self.isthmus, *args], shown="isthmus " + shlex.join(args), **kw)  # type: ignore[arg-type]
-
-    def kc(self, context: str, *args: str, **kw: object) -> str:
-        return self.run([self.kubectl, f"--context={context}", *args],
-                        shown=f"kubectl --context={context} " + shlex.join(args), **kw)  # type: ignore[arg-type]
-
-    def pipe(self, context: str, *args: str) -> str:
-        """`isthmus ARGS | kubectl --context=C apply -f -`, shown as the one line a user types."""
-        shown = f"isthmus {shlex.join(args)} | kubectl --context={context} apply -f -"
-        self.report.command(shown)
-        manifests = self.cli(*args, show=False)
-        return self.kc(context, "apply", "-f", "-", stdin=manifests, show=False)
-
-    def probe(self, context: str, *args: str) -> str | None:
-        """A quiet `kubectl get`: its output, or None when it failed (not found)."""
-        proc = subprocess.run([self.kubectl, f"--context={context}", *args], text=True, env=self.env,
-                              capture_output=True, timeout=60)
-        return proc.stdout if proc.returncode == 0 else None
-
-    def has(self, context: str, *args: str) -> bool:
-        out = self.probe(context, *args)
-        return bool(out and out.strip())
-
-
-def _wait_for(what: str, check: Callable[[], bool], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise DemoError(f"{what} did not happen within {timeout:.0f} s")
-        time.sleep(0.5)
 
 
 # ---------------------------------------------------------------------------- the steps
@@ -349,7 +218,7 @@ def _link_and_export(report: Reporter, sh: Shell) -> None:
             return sh.has("west", "-n", "emojivoto", "get", "endpoints", "web-svc-east", "-o",
                           "jsonpath={.subsets[*].addresses[*].ip}")
         step.reused = mirrored()
-        _wait_for("web-svc-east with endpoints in west", mirrored)
+        wait_for("web-svc-east with endpoints in west", mirrored)
 
 
 def _traffic(report: Reporter, sh: Shell) -> None:
@@ -379,7 +248,7 @@ def _gateway_ip(sh: Shell) -> str:
                        "jsonpath={.status.loadBalancer.ingress[0].ip}") or "").strip()
         return bool(ip)
 
-    _wait_for("a load-balancer address for east's gateway", found)
+    wait_for("a load-balancer address for east's gateway", found)
     return ip
 
 
@@ -443,98 +312,6 @@ def _show(report: Reporter, sh: Shell, *, viz: bool) -> str:
     return gateway
 
 
-# ---------------------------------------------------------------------------- dashboards
-
-
-def _demo_dir(home: Path) -> Path:
-    return home / "demo"
-
-
-def _pid_file(home: Path, cluster: str) -> Path:
-    return _demo_dir(home) / f"dashboard-{cluster}.pid"
-
-
-def _answers(url: str) -> bool:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(url, timeout=2) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def _read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def _stop_group(pid: int, grace: float = 5.0) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and _alive(pid):
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.05)
-    if _alive(pid):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
-
-
-def _dashboards(report: Reporter, sh: Shell, home: Path, port: int) -> list[tuple[int, str]]:
-    """Start (or reuse) `isthmus viz dashboard` for both clusters; [(pid, url)]."""
-    started: list[tuple[int, str]] = []
-    for i, (name, _) in enumerate(CLUSTERS):
-        cport = port + 10 * i
-        url = f"http://127.0.0.1:{cport}/"
-        with report.step(f"{name}'s dashboard on {url}") as step:
-            pid_file = _pid_file(home, name)
-            pid = _read_pid(pid_file)
-            if pid is not None and _alive(pid) and _answers(url):
-                step.reused = True
-                started.append((pid, url))
-                continue
-            if _answers(url):
-                raise DemoError(f"something else already serves {url}; stop it, or pick other ports with "
-                                "--dashboard-port")
-            args = ["viz", "dashboard", "--context", name, "--port", str(cport)]
-            report.command("isthmus " + shlex.join(args))
-            pid_file.parent.mkdir(parents=True, exist_ok=True)
-            log = open(_demo_dir(home) / f"dashboard-{name}.log", "ab")  # noqa: SIM115 - the child's
-            proc = subprocess.Popen([sh.isthmus, *args], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                    env=sh.env, start_new_session=True, close_fds=True)
-            log.close()
-            pid_file.write_text(f"{proc.pid}\n")
-
-            def up(proc: subprocess.Popen[bytes] = proc, url: str = url, name: str = name) -> bool:
-                if proc.poll() is not None:
-                    raise DemoError(f"the dashboard for {name} exited ({proc.returncode}); see "
-                                    f"{_demo_dir(home) / f'dashboard-{name}.log'}")
-                return _answers(url)
-
-            _wait_for(f"the dashboard on {url}", up, timeout=60)
-            started.append((proc.pid, url))
-    return started
-
-
 # ---------------------------------------------------------------------------- the commands
 
 
@@ -565,18 +342,18 @@ def run_two_regions(out: Console, *, detach: bool, wan_latency: str | None = Non
     _link_and_export(report, sh)
     _traffic(report, sh)
     _show(report, sh, viz=viz)
-    dashboards: list[tuple[int, str]] = []
+    running: list[tuple[int, str]] = []
     if dashboard:
         report.heading("dashboards")
-        dashboards = _dashboards(report, sh, home, dashboard_port)
+        running = dashboards(report, sh, home, dashboard_port)
     report.line("")
     report.line(f"Two regions up in {report.elapsed():.0f} s. export KUBECONFIG={kc_path}", "bold")
-    for (name, _), (_, url) in zip(CLUSTERS, dashboards, strict=False):
+    for (name, _), (_, url) in zip(CLUSTERS, running, strict=False):
         report.line(f"  {name}'s dashboard: {url}")
     if not dashboard:
         report.line("  (no dashboards: this build has no `isthmus viz dashboard` yet)")
     report.line("`isthmus demo down` removes everything the demo made.")
-    if detach or not dashboards:
+    if detach or not running:
         return
     report.line("Serving the dashboards; Ctrl-C stops them (the clusters keep running).", "bold")
 
@@ -585,118 +362,16 @@ def run_two_regions(out: Console, *, detach: bool, wan_latency: str | None = Non
 
     signal.signal(signal.SIGTERM, interrupted)  # a SIGTERM stops the dashboards too, as Ctrl-C does
     try:
-        while all(_alive(pid) for pid, _ in dashboards):
+        while all(alive(pid) for pid, _ in running):
             time.sleep(0.5)
-        report.line("a dashboard exited; see its log under " + str(_demo_dir(home)))
+        report.line("a dashboard exited; see its log under " + str(demo_dir(home)))
     except KeyboardInterrupt:
         report.line("")
     finally:
-        for (name, _), (pid, _) in zip(CLUSTERS, dashboards, strict=False):
-            _stop_group(pid)
-            _pid_file(home, name).unlink(missing_ok=True)
+        for (name, _), (pid, _) in zip(CLUSTERS, running, strict=False):
+            stop_group(pid)
+            pid_file(home, name).unlink(missing_ok=True)
         report.line("dashboards stopped")
-
-
-# ---------------------------------------------------------------------------- down
-
-
-def processes_of(home: Path) -> list[tuple[int, str]]:
-    """Processes (pid, command line) of the demo under `home`: its clusters' servers and pods, dashboards.
-
-    A process counts when its working directory or a pod's `ISTHMUS_POD_DIR`
-    is under west's or east's cluster directory or the demo's, or when it
-    runs with `ISTHMUS_HOME` equal to `home` and is `cluster serve west|east`
-    or a `viz dashboard`. Other clusters under the same home are not the
-    demo's and are left alone, as are this process and its ancestors.
-    """
-    raw, home = str(home), home.resolve()
-    roots = [str(ClusterDir(home, name).path) for name, _ in CLUSTERS] + [str(_demo_dir(home))]
-    servers = [f"cluster serve {name}" for name, _ in CLUSTERS] + ["viz dashboard"]
-    skip = {os.getpid()}
-    pid = os.getppid()
-    while pid > 1 and pid not in skip:
-        skip.add(pid)
-        try:
-            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            break
-
-    def under(path: str) -> bool:
-        return any(path == r or path.startswith(r + "/") for r in roots)
-
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) in skip:
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-            environ = (entry / "environ").read_bytes().split(b"\0")
-            cwd = os.readlink(entry / "cwd")
-        except OSError:
-            continue
-        if not cmdline or not _alive(int(entry.name)):
-            continue
-        env = dict(e.decode(errors="replace").partition("=")[::2] for e in environ if b"=" in e)
-        if (under(cwd) or under(env.get("ISTHMUS_POD_DIR", ""))
-                or (env.get("ISTHMUS_HOME") in (str(home), raw) and any(cmdline.endswith(x) or f"{x} " in cmdline
-                                                                  for x in servers))):
-            found.append((int(entry.name), cmdline))
-    return found
-
-
-def down(out: Console, progress: Callable[[str], None]) -> None:
-    """Remove what `isthmus demo` made: dashboards, both clusters (processes included), certificates, settings."""
-    home = isthmus_home()
-    kc_path = kubeconfig.default_path(home)
-    for name, _ in CLUSTERS:
-        pid = _read_pid(_pid_file(home, name))
-        if pid is not None and _alive(pid):
-            _stop_group(pid)
-            progress(f"{name}'s dashboard stopped (pid {pid})")
-    for name, _ in CLUSTERS:
-        cdir = ClusterDir(home, name)
-        if cdir.exists():
-            try:
-                clusters.delete(cdir, kubeconfig_path=kc_path, progress=progress)
-            except ClusterError as e:
-                raise DemoError(str(e)) from None
-            progress(f'cluster "{name}" deleted')
-    for path in (_demo_dir(home), wan_file(home)):
-        if path.is_dir():
-            shutil.rmtree(path)
-            progress(f"removed {path}")
-        elif path.exists():
-            path.unlink()
-            progress(f"removed {path}")
-    if not all_clusters(home):
-        _remove_if_unused(home, kc_path, progress)
-        for d in (home / "clusters", home):
-            with contextlib.suppress(OSError):
-                d.rmdir()  # only when empty
-    left = processes_of(home)
-    for pid, cmdline in left:
-        progress(f"stopping a leftover process {pid}: {cmdline[:100]}")
-        _stop_group(pid)
-    still = [(pid, cmd) for pid, cmd in processes_of(home)]
-    if still:
-        raise DemoError("these processes of the demo are still running: "
-                        + "; ".join(f"{pid} {cmd[:60]}" for pid, cmd in still) + "; stop them with kill")
-    out.print("the demo is gone: no cluster, dashboard or pod of it is running", highlight=False)
-
-
-def _remove_if_unused(home: Path, kc_path: Path, progress: Callable[[str], None]) -> None:
-    """Delete the kubeconfig the clusters wrote under `home` when no context is left in it."""
-    if not kc_path.exists() or kc_path.resolve().parent != home.resolve():
-        return  # a kubeconfig of the user's own ($KUBECONFIG elsewhere): only its contexts were removed
-    try:
-        import yaml
-
-        config = yaml.safe_load(kc_path.read_text()) or {}
-    except (OSError, ValueError):
-        return
-    if isinstance(config, dict) and not config.get("contexts") and not config.get("clusters"):
-        kc_path.unlink()
-        progress(f"removed {kc_path} (no context left in it)")
 
 
 # ---------------------------------------------------------------------------- typer

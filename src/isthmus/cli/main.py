@@ -187,10 +187,11 @@ def demo_cluster(name: str = typer.Option("west", help="cluster name"),
                  region: str = typer.Option("sfo3", help="region")) -> None:
     """Create (or reuse) one embedded cluster, install the mesh, and run emojivoto meshed on it."""
     from isthmus.cli import demo
+    from isthmus.cli.demo_shell import DemoError
 
     try:
         demo.run(name, region, out, _progress)
-    except demo.DemoError as e:
+    except DemoError as e:
         _fail(e)
 
 

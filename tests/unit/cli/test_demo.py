@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from isthmus.cli.demo import demo_app, processes_of
+from isthmus.cli.demo import demo_app
+from isthmus.cli.demo_processes import processes_of
 
 SLEEP = [sys.executable, "-c", "import time; time.sleep(60)"]
 

@@ -40,6 +40,7 @@ shown and run, `demo_processes` the dashboards and `demo down`.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -71,6 +72,7 @@ VIZ = "isthmus-viz"
 DASHBOARD_PORT = 50750  # west's; east's is 10 higher, as in the walkthrough
 TAP_LINES = 6
 TAP_WAIT = 30.0
+PROBE_PERIOD = 3.0  # `multicluster install`'s gateway probe period
 
 
 # ---------------------------------------------------------------------------- the steps
@@ -307,9 +309,31 @@ def _show(report: Reporter, sh: Shell, *, viz: bool) -> str:
     lines = tap_lines(argv, sh.env, needle=f"dst={gateway}:", count=TAP_LINES, timeout=TAP_WAIT)
     report.output("\n".join(lines) if lines else f"(no requests to {gateway} within {TAP_WAIT:.0f} s)")
 
+    _settle_gateway(sh)
     report.command("isthmus --context=west multicluster gateways")
     report.output(sh.cli("--context=west", "multicluster", "gateways", show=False, check=False))
     return gateway
+
+
+def _settle_gateway(sh: Shell) -> None:
+    """Wait until west sees east's gateway alive, then one probe period more.
+
+    The latency `multicluster gateways` shows is the last probe's; the first
+    probe also pays TCP and TLS handshakes across the WAN, the next ones go
+    over the mirror's kept connection (one round trip), which is the figure to
+    show. Gives up quietly after 30 s: the table then says what there is.
+    """
+    def seen_alive() -> bool:
+        out = sh.cli("--context=west", "multicluster", "gateways", "-o", "json", show=False, check=False)
+        try:
+            rows = json.loads(out)
+        except ValueError:
+            return False
+        return any(isinstance(r, dict) and r.get("alive") and r.get("latencyMs") is not None for r in rows)
+
+    with contextlib.suppress(DemoError):
+        wait_for("east's gateway alive from west", seen_alive, timeout=30)
+        time.sleep(PROBE_PERIOD + 0.5)
 
 
 # ---------------------------------------------------------------------------- the commands

@@ -30,7 +30,6 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,7 +38,6 @@ import yaml
 from lightkube import AsyncClient, KubeConfig
 
 from isthmus.adapters import kubeconfig as kubeconfigs
-from isthmus.adapters.x509 import Credentials, issue_leaf, new_issuer, new_root
 from isthmus.components import cluster as clusters
 from isthmus.components.identity.tlsconfig import server_context
 from isthmus.components.mirror import AdminServer, MtlsProbe, ServiceMirror, StaticCredentials
@@ -47,6 +45,7 @@ from isthmus.components.mirror.gateway import system_resolver
 from isthmus.components.proxy.adminhttp import AdminHTTPServer, Request, Response, Stream
 from isthmus.resources.multicluster import link_crd
 from tests.support.background import BackgroundLoop
+from tests.support.pki import ROOT, creds
 
 from .conftest import FIRST_CLUSTER, Cluster
 
@@ -60,20 +59,9 @@ GATEWAY_HOST = "gateway.east.test"
 GATEWAY_IDENTITY = "isthmus-gateway.isthmus-multicluster.serviceaccount.identity.isthmus.cluster.local"
 PROBE_PORT = 4191
 REMOTE_SA = "isthmus-service-mirror-remote-access-west"
-NOW = datetime.now(UTC) - timedelta(minutes=5)
-ROOT = new_root(now=NOW)
-ISSUER = new_issuer(ROOT, now=NOW)
-
-
-def leaf(identity: str) -> Credentials:
-    """A workload certificate with its chain, as the identity service hands them out."""
-    cert = issue_leaf(ISSUER, identity, now=NOW)
-    return Credentials(cert.cert_pem + ISSUER.cert_pem, cert.key_pem)
-
-
 # The mirror's gateway probes present a certificate of the test's trust anchor.
 MIRROR_PROBE = MtlsProbe(StaticCredentials(
-    leaf("isthmus-service-mirror-east.isthmus-multicluster.serviceaccount.identity.isthmus.cluster.local"),
+    creds("isthmus-service-mirror-east.isthmus-multicluster.serviceaccount.identity.isthmus.cluster.local"),
     ROOT.cert_pem))
 EXPORTED = "mirror.isthmus.io/exported"
 
@@ -110,7 +98,7 @@ class FakeGateway:
             return Response(self.status, "ready\n" if self.status == 200 else "not ready\n")
 
         self.server = AdminHTTPServer({("GET", "/ready"): ready})
-        ctx = server_context(leaf(GATEWAY_IDENTITY), ROOT.cert_pem, require_client_cert=True)
+        ctx = server_context(creds(GATEWAY_IDENTITY), ROOT.cert_pem, require_client_cert=True)
         background.run(self.server.start(address, PROBE_PORT, ssl=ctx))
 
     def stop(self) -> None:

@@ -39,7 +39,7 @@ from lightkube.config.client_adapter import user_auth, verify_cluster
 from lightkube.config.kubeconfig import SingleConfig
 from lightkube.models.meta_v1 import Status
 
-__all__ = ["AiohttpTransport", "BadAnswer", "JsonApi", "client", "http_client_of"]
+__all__ = ["AiohttpTransport", "BadAnswer", "JsonApi", "client"]
 
 POOL_SIZE = 64  # connections per API server, as many requests in flight at once
 
@@ -142,7 +142,7 @@ _DIRECT: weakref.WeakKeyDictionary[AsyncClient, tuple[AiohttpTransport, SingleCo
     weakref.WeakKeyDictionary())
 
 
-def http_client_of(client: AsyncClient) -> httpx.AsyncClient | None:
+def _http_client_of(client: AsyncClient) -> httpx.AsyncClient | None:
     """The httpx client under a lightkube client (its base URL, auth, TLS and pool), if it has the expected shape."""
     http = getattr(getattr(client, "_client", None), "_client", None)
     if http is None or not callable(getattr(http, "request", None)) or not hasattr(http, "base_url"):
@@ -179,7 +179,7 @@ class JsonApi:
 
     def __init__(self, client: AsyncClient, *, timeout: float = 10.0) -> None:
         direct = _DIRECT.get(client)
-        http = http_client_of(client)
+        http = _http_client_of(client)
         if direct is None and http is None:
             raise TypeError("the lightkube client has no httpx client underneath")
         self._http = http

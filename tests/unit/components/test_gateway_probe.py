@@ -13,13 +13,12 @@ import re
 import ssl
 import subprocess
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from isthmus.adapters.x509 import Credentials, issue_leaf, new_issuer, new_root
+from isthmus.adapters.x509 import Credentials
 from isthmus.components.identity.tlsconfig import IdentityMismatch
 from isthmus.components.mirror.gateway import (
     GatewayProber,
@@ -31,22 +30,14 @@ from isthmus.components.mirror.metrics import MirrorMetrics
 from isthmus.components.proxy import Proxy, ProxyConfig
 from isthmus.core import mirror as core
 from isthmus.core.identity import workload_identity
+from tests.support.pki import ISSUER, OTHER_ISSUER, OTHER_ROOT, ROOT, creds
 
 pytestmark = pytest.mark.asyncio
 
 LOCAL = "127.0.0.1"
-NOW = datetime.now(UTC) - timedelta(minutes=5)
-ROOT = new_root(now=NOW)
-ISSUER = new_issuer(ROOT, now=NOW)
-OTHER_ROOT = new_root(now=NOW)
-OTHER_ISSUER = new_issuer(OTHER_ROOT, now=NOW)
 GATEWAY_ID = workload_identity("isthmus-gateway", "isthmus-multicluster")
 MIRROR_ID = workload_identity("isthmus-service-mirror-east", "isthmus-multicluster")
 
-
-def creds(identity: str, issuer: Credentials = ISSUER) -> Credentials:
-    leaf = issue_leaf(issuer, identity, now=NOW)
-    return Credentials(cert_pem=leaf.cert_pem + issuer.cert_pem, key_pem=leaf.key_pem)
 
 
 def gateway_config() -> ProxyConfig:

@@ -16,7 +16,6 @@ import ssl
 import subprocess
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
@@ -24,29 +23,19 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from isthmus.adapters.x509 import Credentials, issue_leaf, new_issuer, new_root
 from isthmus.components.destination import Endpoint, EndpointSet, ServiceRef
 from isthmus.components.proxy import Proxy, ProxyConfig
 from isthmus.core.identity import workload_identity
 from tests.support.backend_app import make_app
+from tests.support.pki import OTHER_ISSUER, ROOT, creds
 
 pytestmark = pytest.mark.asyncio
 
 LOCAL = "127.0.0.1"
-NOW = datetime.now(UTC) - timedelta(minutes=5)
-ROOT = new_root(now=NOW)
-ISSUER = new_issuer(ROOT, now=NOW)
-OTHER_ROOT = new_root(now=NOW)
-OTHER_ISSUER = new_issuer(OTHER_ROOT, now=NOW)
 CLIENT_ID = workload_identity("client", "ns")
 SERVER_ID = workload_identity("server", "ns")
 AUTHORITY = "server.ns.svc.cluster.local:8080"
 
-
-def creds(identity: str, issuer: Credentials = ISSUER) -> Credentials:
-    """A leaf with its chain, as the identity service hands them out."""
-    leaf = issue_leaf(issuer, identity, now=NOW)
-    return Credentials(cert_pem=leaf.cert_pem + issuer.cert_pem, key_pem=leaf.key_pem)
 
 
 class StaticResolution:

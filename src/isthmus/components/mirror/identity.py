@@ -113,13 +113,9 @@ class MirrorIdentity:
         while self.settings is None:
             try:
                 self.settings = await read_identity_settings(self._client, self._control_plane_ns)
-            except SettingsUnavailable as e:
-                self._problem = f"{e}; is the control plane installed, and the Link's mirror RBAC applied?"
-                log.warning("gateway probes have no certificate: %s (retrying in %.0f s)", self._problem,
-                            RETRY_SECONDS)
-                await self._sleep(RETRY_SECONDS)
-            except Exception as e:  # the API unreachable: retried like a refusal
-                self._problem = f"the cluster API did not answer: {e}"
+            except Exception as e:  # a refusal, or the API unreachable: retried alike
+                self._problem = (f"{e}; is the control plane installed, and the Link's mirror RBAC applied?"
+                                 if isinstance(e, SettingsUnavailable) else f"the cluster API did not answer: {e}")
                 log.warning("gateway probes have no certificate: %s (retrying in %.0f s)", self._problem,
                             RETRY_SECONDS)
                 await self._sleep(RETRY_SECONDS)

@@ -217,13 +217,33 @@ def _app_processes(c: Cluster) -> list[int]:
     return out
 
 
+def _ready(pod: dict[str, Any]) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions") or [])
+
+
 def test_stop_ends_every_pod_process_and_start_brings_the_app_back(apps: Cluster) -> None:
     assert len(_app_processes(apps)) >= 4
+    uids = {p["metadata"]["name"]: p["metadata"]["uid"]
+            for p in apps.kjson("-n", "emojivoto", "get", "pods")["items"]}
     apps.isthmus("cluster", "stop", "apps")
     wait_until("every pod process to end", lambda: not _app_processes(apps), timeout=15)
     assert _app_processes(apps) == []
     apps.isthmus("cluster", "start", "apps")
+    assert apps.kubectl("get", "--raw", "/readyz").stdout == "ok"
+    # Once `cluster start` returns, nothing shows the last run's state: a pod is ready only with
+    # a process of this run, and no Deployment counts more available pods than are ready
+    # (kubectl reads the Deployments first, so their counts cannot be newer than the pods').
+    listed = apps.kjson("-n", "emojivoto", "get", "deployments,pods")["items"]
+    running = set(_app_processes(apps))
+    ready = [p for p in listed if p["kind"] == "Pod" and _ready(p)]
+    assert all(int(c["containerID"].split("://")[1]) in running
+               for p in ready for c in p["status"]["containerStatuses"]), ready
+    available = sum(d["status"].get("availableReplicas") or 0 for d in listed if d["kind"] == "Deployment")
+    assert available <= len(ready)
     apps.kubectl("-n", "emojivoto", "wait", "--for=condition=Available", "deploy", "--all", "--timeout=60s")
+    after = {p["metadata"]["name"]: p["metadata"]["uid"]
+             for p in apps.kjson("-n", "emojivoto", "get", "pods")["items"]}
+    assert after == uids  # the same pods run again; none was replaced
     wait_until("web to answer again", lambda: proxy_get(apps, "http://web-svc.emojivoto/api/list")[0] == 200)
     assert len(_app_processes(apps)) >= 4
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +136,8 @@ class WorkQueue:
         self._processing: set[Hashable] = set()
         self._again: set[Hashable] = set()
         self._timers: dict[Hashable, asyncio.TimerHandle] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     def add(self, key: Hashable) -> None:
         timer = self._timers.pop(key, None)
@@ -146,6 +148,7 @@ class WorkQueue:
             return
         if key not in self._queued:
             self._queued.add(key)
+            self._idle.clear()
             self._queue.put_nowait(key)
 
     def add_after(self, key: Hashable, delay: float) -> None:
@@ -169,12 +172,24 @@ class WorkQueue:
         if key in self._again:
             self._again.discard(key)
             self.add(key)
+        elif not self._queued and not self._processing:
+            self._idle.set()
+
+    async def idle(self) -> None:
+        """Wait until no key is queued or being reconciled (keys due later do not count)."""
+        await self._idle.wait()
 
     def __len__(self) -> int:
         return len(self._queued)
 
     def __repr__(self) -> str:
         return f"<WorkQueue queued={len(self._queued)} delayed={len(self._timers)}>"
+
+
+async def all_synced(informers: Iterable[Informer]) -> None:
+    """Wait until every informer has listed once (as client-go's WaitForCacheSync): a controller
+    acting on half a cache would, say, create the pods it has not seen yet."""
+    await asyncio.gather(*(inf.synced.wait() for inf in informers))
 
 
 async def run_worker(name: str, queue: WorkQueue, reconcile: Callable[[Hashable], Awaitable[float | None]],

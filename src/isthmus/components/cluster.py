@@ -41,7 +41,7 @@ class ClusterError(Exception):
 class ClusterStatus:
     config: ClusterConfig
     api: str
-    state: str  # Running | Stopped | Unresponsive
+    state: str  # Running | Starting (controllers catching up) | Stopped | Unresponsive
     pid: int | None
 
 
@@ -102,13 +102,14 @@ def _client_context(pki: ClusterPKI) -> ssl.SSLContext:
     return ctx
 
 
-def answers(cdir: ClusterDir, timeout: float = 2.0) -> bool:
+def answers(cdir: ClusterDir, timeout: float = 2.0, *, path: str = "/readyz") -> bool:
+    """Whether the cluster's API server says ok at `path` (/readyz: ready, /livez: running)."""
     config = cdir.load()
     net = ClusterNetwork(config.index)
     try:
         conn = http.client.HTTPSConnection(net.api_ip, API_PORT, timeout=timeout,
                                            context=_client_context(ClusterPKI(cdir.pki_dir)))
-        conn.request("GET", "/readyz")
+        conn.request("GET", path)
         ok = conn.getresponse().status == 200
         conn.close()
         return ok
@@ -121,7 +122,10 @@ def status(cdir: ClusterDir) -> ClusterStatus:
     pid = cdir.pid()
     if not _alive(pid):
         return ClusterStatus(config, api_url(config), "Stopped", None)
-    return ClusterStatus(config, api_url(config), "Running" if answers(cdir) else "Unresponsive", pid)
+    if answers(cdir):
+        return ClusterStatus(config, api_url(config), "Running", pid)
+    state = "Starting" if answers(cdir, path="/livez") else "Unresponsive"
+    return ClusterStatus(config, api_url(config), state, pid)
 
 
 def _spawn(cdir: ClusterDir) -> int:

@@ -24,9 +24,10 @@ from typing import Any
 from lightkube.resources.core_v1 import Endpoints, Service
 
 from isthmus.adapters.clusterdir import ClusterDir
-from isthmus.adapters.kube import Informer, client_from_certs
+from isthmus.adapters.kube import Informer, all_synced, client_from_certs
 from isthmus.adapters.pki import ClusterPKI, KeyPair, issue, write_private, write_public
 from isthmus.components.apiserver import server as apiserver
+from isthmus.components.apiserver.context import ApiContext
 from isthmus.components.controllers.deployments import DeploymentController
 from isthmus.components.controllers.endpoints import EndpointsController
 from isthmus.components.controllers.nodeagent import NodeAgent
@@ -89,6 +90,21 @@ class ProxyFeed:
             gap = max(self.MIN_SYNC, (loop.time() - last) / self.SYNC_SHARE)
 
 
+async def _ready_once_caught_up(ctx: ApiContext, controllers: list[Any], *, limit: float = 20.0) -> None:
+    """/readyz says ok once the controllers have read the store and gone through it once, so
+    that `cluster start` returns on Deployments and Endpoints that tell the truth (a client
+    waiting for `condition=Available` right after would otherwise read the last run's).
+    A controller that cannot catch up in `limit` seconds is logged and waited for no longer."""
+    async def caught_up() -> None:
+        await all_synced(inf for c in controllers for inf in c.informers())
+        await asyncio.gather(*(c.queue.idle() for c in controllers))
+    try:
+        await asyncio.wait_for(caught_up(), limit)
+    except TimeoutError:
+        log.warning("the controllers did not catch up within %gs; the API answers ready anyway", limit)
+    ctx.not_ready = None
+
+
 async def _until_signalled(cdir: ClusterDir) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -124,11 +140,14 @@ async def serve(cdir: ClusterDir, *, history: int = 10_000, bookmark_interval: f
     runner = PodRunner(state_dir=cdir.path, on_status=on_status, clock=utcnow, backoff_base=backoff_base,
                        extra_path=[str(Path(sys.executable).parent)])
     running = await apiserver.start(cdir, history=history, bookmark_interval=bookmark_interval,
-                                    pod_logs=runner.logs)
+                                    pod_logs=runner.logs, not_ready="the controllers are starting")
     cert, key = controller_credentials(pki)
     client = client_from_certs(f"https://{net.api_ip}:{API_PORT}", pki.ca_cert, cert, key)
     agent = NodeAgent(client, config=config, runner=runner, ca_pem=pki.ca_cert.read_bytes())
     agent_ref.append(agent)
+    stale = await agent.take_over(utcnow())
+    if stale:
+        log.info("cluster %s: %d pods shown not ready until they run again", config.name, stale)
     proxy = ServiceProxy(http_proxy_address=(net.proxy_ip, HTTP_PROXY_PORT), pod_namespace=agent.namespace_of_ip,
                          client_delay=RegionDelays(cdir.home, config.region))
     await proxy.start()
@@ -138,6 +157,7 @@ async def serve(cdir: ClusterDir, *, history: int = 10_000, bookmark_interval: f
     parts: list[Any] = [agent, deployments, endpoints, feed]
     tasks = [asyncio.create_task(inf.run(), name=repr(inf)) for p in parts for inf in p.informers()]
     tasks += [asyncio.create_task(p.run(), name=type(p).__name__) for p in parts]
+    tasks.append(asyncio.create_task(_ready_once_caught_up(running.ctx, [deployments, endpoints])))
 
     log.info("cluster %s: controllers, node agent (%d nodes) and service proxy running", config.name,
              config.nodes)

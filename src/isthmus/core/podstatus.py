@@ -511,6 +511,42 @@ def build_pod_status(pod: Mapping[str, Any], records: Sequence[ContainerRecord],
     return status
 
 
+
+def stopped_with_node(status: Mapping[str, Any], *, now: datetime) -> dict[str, Any] | None:
+    """The status of a pod whose processes ended with its node (the cluster stopped), or None
+    when it already shows nothing ready or running.
+
+    As Kubernetes' node lifecycle controller does for the pods of a node that went
+    away, `Ready` turns False; so do `ContainersReady` and every container's `ready`
+    and `started`, and a running container is shown waiting to be created again
+    (its last state `terminated`, reason `Unknown`, as the kubelet reports a
+    container lost with its node). The node agent runs the pod again and reports
+    from there.
+    """
+    conditions = [dict(c) for c in status.get("conditions") or []]
+    containers = [dict(c) for c in status.get("containerStatuses") or []]
+    changed = False
+    for c in conditions:
+        if c.get("type") in ("Ready", "ContainersReady") and c.get("status") != "False":
+            c.update(status="False", reason="NodeNotReady", lastTransitionTime=format_time(now),
+                     message="the cluster stopped; the pod's containers are started again")
+            changed = True
+    for c in containers:
+        state = c.get("state") or {}
+        if c.get("ready") or c.get("started") or "running" in state:
+            changed = True
+            c.update(ready=False, started=False)
+            if "running" in state:
+                c["lastState"] = {"terminated": {
+                    "exitCode": 255, "reason": "Unknown", "startedAt": state["running"].get("startedAt"),
+                    "finishedAt": format_time(now),
+                    **({"containerID": c["containerID"]} if c.get("containerID") else {})}}
+                c["state"] = {"waiting": {"reason": "ContainerCreating"}}
+    if not changed:
+        return None
+    return {**status, "conditions": conditions, "containerStatuses": containers}
+
+
 # ---------------------------------------------------------------------------- environment
 
 Lookup = Callable[[str, str, str], Mapping[str, str] | None]

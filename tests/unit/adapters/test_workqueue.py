@@ -57,3 +57,24 @@ async def test_workers_never_reconcile_the_same_key_concurrently() -> None:
         await task
     assert overlaps == []
     assert seen.count("x") >= 2 and "y" in seen
+
+
+async def test_idle_waits_for_every_key_queued_and_being_reconciled() -> None:
+    q = WorkQueue()
+    await asyncio.wait_for(q.idle(), 1)  # a new queue is idle
+    q.add("a")
+    q.add("b")
+    waiter = asyncio.create_task(q.idle())
+    assert await q.get() == "a"
+    q.done("a")
+    await asyncio.sleep(0)
+    assert not waiter.done()  # "b" still queued
+    assert await q.get() == "b"
+    q.add("b")  # changed while being reconciled: queued again once done
+    q.done("b")
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    assert await q.get() == "b"
+    q.add_after("c", 60)  # due later: does not count
+    q.done("b")
+    await asyncio.wait_for(waiter, 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -250,6 +251,37 @@ def test_conditions_keep_their_transition_time_while_unchanged() -> None:
     conds = {c["type"]: c for c in later["conditions"]}
     assert conds["Ready"]["lastTransitionTime"] == "2026-11-26T10:00:09Z"
     assert conds["PodScheduled"]["lastTransitionTime"] == "2026-11-26T10:00:01Z"
+
+
+def test_a_pod_stopped_with_its_node_shows_nothing_ready_or_running() -> None:
+    p = pod({"name": "web"}, {"name": "proxy"})
+    web = dataclasses.replace(running("web"), container_id="isthmus://41")
+    before = ps.build_pod_status(p, [web, running("proxy")], pod_ip="127.1.64.1", host_ip="h",
+                                 start_time=T0, now=at(3))
+    after = ps.stopped_with_node(before, now=at(60))
+    assert after is not None
+    conds = {c["type"]: c for c in after["conditions"]}
+    for t in ("Ready", "ContainersReady"):
+        assert conds[t]["status"] == "False" and conds[t]["reason"] == "NodeNotReady"
+        assert conds[t]["lastTransitionTime"] == "2026-11-26T10:01:00Z"
+    assert conds["PodScheduled"] == {c["type"]: c for c in before["conditions"]}["PodScheduled"]
+    statuses = {c["name"]: c for c in after["containerStatuses"]}
+    assert statuses["web"]["ready"] is False and statuses["web"]["started"] is False
+    assert statuses["web"]["state"] == {"waiting": {"reason": "ContainerCreating"}}
+    assert statuses["web"]["lastState"] == {"terminated": {
+        "exitCode": 255, "reason": "Unknown", "startedAt": "2026-11-26T10:00:00Z",
+        "finishedAt": "2026-11-26T10:01:00Z", "containerID": "isthmus://41"}}
+    assert after["podIP"] == "127.1.64.1" and after["phase"] == "Running"
+    assert before["containerStatuses"][1]["ready"] is True  # the argument is left as it was
+    assert ps.stopped_with_node(after, now=at(90)) is None  # nothing more to say
+
+
+def test_a_pod_that_never_ran_is_left_as_it_is() -> None:
+    p = pod({"name": "web"})
+    pending = ps.build_pod_status(p, [ps.ContainerRecord("web", "img")], pod_ip="i", host_ip="h",
+                                  start_time=T0, now=at(1))
+    assert ps.stopped_with_node(pending, now=at(5)) is None
+    assert ps.stopped_with_node({}, now=at(5)) is None
 
 
 def test_completed_pod_and_terminated_state_fields() -> None:

@@ -109,6 +109,10 @@ class ApiServer(Subresources):
             return json_response({"major": "1", "minor": "32", "gitVersion": self.ctx.git_version,
                           "gitCommit": "", "gitTreeState": "clean", "buildDate": "",
                           "goVersion": "", "compiler": "isthmus", "platform": "linux/amd64"})
+        if path == "/readyz" and self.ctx.not_ready:
+            # Kubernetes' wording for a failed readiness check, with the reason shown.
+            return web.Response(status=500, text=f"[-]isthmus-controllers failed: {self.ctx.not_ready}\n"
+                                                 "readyz check failed\n")
         if path in ("/healthz", "/livez", "/readyz"):
             return web.Response(text="ok")
         if path == "/api":

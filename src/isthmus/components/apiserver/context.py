@@ -42,6 +42,8 @@ class ApiContext:
     pod_logs: Callable[..., AsyncIterator[bytes]] | None = None
     # Admission webhooks; None writes without them.
     admission: Admission | None = None
+    # What the cluster still waits for before /readyz says ok (its controllers catching up); None: ready.
+    not_ready: str | None = None
 
 
 def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None,

@@ -127,7 +127,8 @@ def bootstrap(objects: Objects, config: ClusterConfig, net: ClusterNetwork) -> N
 
 async def start(cdir: ClusterDir, *, host: str | None = None, port: int = API_PORT,
                 bookmark_interval: float = 10.0, history: int = 10_000,
-                pod_logs: Callable[..., AsyncIterator[bytes]] | None = None) -> Running:
+                pod_logs: Callable[..., AsyncIterator[bytes]] | None = None,
+                not_ready: str | None = None) -> Running:
     config = cdir.load()
     net = ClusterNetwork(config.index)
     pki = ClusterPKI(cdir.pki_dir)
@@ -147,7 +148,8 @@ async def start(cdir: ClusterDir, *, host: str | None = None, port: int = API_PO
     address = host or net.api_ip
     ctx = ApiContext(objects=objects, hub=WatchHub(store), authn=Authenticator(tokens), authz=Authorizer(store),
                      tokens=tokens, openapi=cache, clock=utcnow, server_address=f"{address}:{port}",
-                     bookmark_interval=bookmark_interval, pod_logs=pod_logs, admission=Admission(objects))
+                     bookmark_interval=bookmark_interval, pod_logs=pod_logs, admission=Admission(objects),
+                     not_ready=not_ready)
     app = ApiServer(ctx).make_app()
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()

@@ -21,7 +21,7 @@ from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import Pod
 from lightkube.types import PatchType
 
-from isthmus.adapters.kube import Informer, Key, WorkQueue, run_worker
+from isthmus.adapters.kube import Informer, Key, WorkQueue, all_synced, run_worker
 from isthmus.core import deployments as core
 
 log = logging.getLogger("isthmus.controllers.deployments")
@@ -65,6 +65,7 @@ class DeploymentController:
         return [self.deployments, self.pods]
 
     async def run(self) -> None:
+        await all_synced(self.informers())
         await run_worker("deployments", self.queue, self.reconcile)
 
     def _owned_pods(self, key: Key, uid: str) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from typing import Any, cast
 from lightkube import ApiError, AsyncClient
 from lightkube.resources.core_v1 import Endpoints, Pod, Service
 
-from isthmus.adapters.kube import Informer, WorkQueue, run_worker
+from isthmus.adapters.kube import Informer, WorkQueue, all_synced, run_worker
 from isthmus.core import endpoints as core
 
 log = logging.getLogger("isthmus.controllers.endpoints")
@@ -51,6 +51,7 @@ class EndpointsController:
                 self.queue.add((sns, sname))
 
     async def run(self) -> None:
+        await all_synced(self.informers())
         await run_worker("endpoints", self.queue, self.reconcile)
 
     async def reconcile(self, key: Hashable) -> float | None:

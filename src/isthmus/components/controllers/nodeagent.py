@@ -14,6 +14,7 @@ Unmeshed pods reach Services by name through the cluster's HTTP proxy
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import logging
 from collections.abc import Hashable
 from typing import Any
@@ -28,6 +29,7 @@ from isthmus.adapters.clusterdir import ClusterConfig
 from isthmus.adapters.kube import Informer, Key, WorkQueue, run_worker
 from isthmus.components.podrunner import PodRunner
 from isthmus.core.network import API_PORT, HTTP_PROXY_PORT, Allocator, ClusterNetwork
+from isthmus.core.podstatus import stopped_with_node
 
 log = logging.getLogger("isthmus.nodeagent")
 
@@ -53,6 +55,23 @@ class NodeAgent:
 
     def informers(self) -> list[Informer]:
         return [self.configmaps, self.secrets, self.pods]
+
+    async def take_over(self, now: dt.datetime) -> int:
+        """Say in the store that no pod of this cluster's nodes runs (its processes ended with the
+        cluster), before the controllers read it; returns how many pods' statuses changed.
+
+        Without it a restarted cluster would show the last ready pods and available
+        Deployments of its previous run until each pod had been started again.
+        """
+        changed = 0
+        async for pod in self._client.list(Pod, namespace="*"):
+            if pod.spec is None or pod.spec.nodeName not in self.nodes or pod.metadata is None:
+                continue
+            status = stopped_with_node(pod.to_dict().get("status") or {}, now=now)
+            if status is not None:
+                await self.report(pod.metadata.namespace or "", pod.metadata.name or "", status)
+                changed += 1
+        return changed
 
     def _on_pod(self, typ: str, pod: dict[str, Any]) -> None:
         meta = pod["metadata"]

@@ -26,6 +26,7 @@ from lightkube.resources.core_v1 import Endpoints, Service
 from isthmus.adapters.clusterdir import ClusterDir
 from isthmus.adapters.kube import Informer, all_synced, client_from_certs
 from isthmus.adapters.pki import ClusterPKI, KeyPair, issue, write_private, write_public
+from isthmus.adapters.stalls import StallWatch
 from isthmus.components.apiserver import server as apiserver
 from isthmus.components.apiserver.context import ApiContext
 from isthmus.components.controllers.deployments import DeploymentController
@@ -162,7 +163,8 @@ async def serve(cdir: ClusterDir, *, history: int = 10_000, bookmark_interval: f
     log.info("cluster %s: controllers, node agent (%d nodes) and service proxy running", config.name,
              config.nodes)
     try:
-        await _until_signalled(cdir)
+        async with StallWatch(f"cluster {config.name}"):
+            await _until_signalled(cdir)
     finally:
         for t in tasks:
             t.cancel()

@@ -173,8 +173,12 @@ def test_west_votes_land_in_east_through_the_gateway_over_mtls(pair: Pair) -> No
     assert {pt["port"] for s in ep["subsets"] for pt in s["ports"]} == {4143}
 
     p.west.kubectl("-n", "emojivoto", "rollout", "status", "deploy/vote-bot", "--timeout=120s", timeout=150)
-    east_before, west_before = votes(p.east), votes(p.west)
-    # Polled through kubectl and the leaderboard: a call that fails on a loaded machine is tried again.
+    # Read through kubectl and the leaderboard (web asks voting through its proxy): a call that
+    # fails on a loaded machine is tried again.
+    def read_votes(c: Cluster) -> int:
+        return wait_until(f"{c.name}'s leaderboard", lambda: (votes(c),), retry_on=(AssertionError, OSError))[0]
+
+    east_before, west_before = read_votes(p.east), read_votes(p.west)
     wait_until("votes from west counted in east", lambda: votes(p.east) >= east_before + 5,
                retry_on=(AssertionError, OSError))
     assert votes(p.west) == west_before  # west's own voting service gets none

@@ -1,11 +1,14 @@
 """Benchmark: the data plane, a request through a pair of proxies with mTLS between them.
 
-Three configurations, measured one after another in one run, with the same
+Three configurations (four with `floor`), measured one after another in one run, with the same
 backend, the same load generator and the same CPU pinning:
 
   direct   wrk → backend
   isthmus  wrk → isthmus outbound proxy ══mTLS══► isthmus inbound proxy → backend
   haproxy  wrk → HAProxy "outbound" ══mTLS══► HAProxy "inbound" → backend
+  floor    wrk → featureless Python forwarder ══mTLS══► the same → backend (on request:
+           `--only ...,floor`; bench/floor_forwarder.py: uvloop, asyncio.Protocol, bytes
+           relayed connection to connection, no HTTP, metrics or discovery)
 
 The backend is `bench/backend_http.py` (uvloop + httptools, `GET /` → 200 with a
 100-byte body, keep-alive). The load is Debian's `wrk` (4.1) with the scripts in
@@ -39,8 +42,7 @@ script on CPU 1 (`taskset`).
 
 `--rounds N` runs the configurations N times, interleaved, and the table shows
 medians (this machine is shared: the table also shows how much of each CPU
-other processes took). Until `start_isthmus_pair` is written, the isthmus
-configuration is reported as pending.
+other processes took).
 
 Addresses (loopback only, checked to be free before use): backend
 127.0.0.50:8080, outbound 127.0.0.51:4140, inbound 127.0.0.52:4143. Requests
@@ -90,6 +92,7 @@ HERE = Path(__file__).resolve().parent
 WRK_REPORT = HERE / "wrk" / "report.lua"
 WRK_FIXED_RATE = HERE / "wrk" / "fixed_rate.lua"
 BACKEND_SCRIPT = HERE / "backend_http.py"
+FLOOR_SCRIPT = HERE / "floor_forwarder.py"
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
 
@@ -101,7 +104,8 @@ AUTHORITY = "backend.bench.svc.cluster.local:8080"  # the Host header of every r
 CLIENT_ID = workload_identity("client", "bench")  # the outbound proxy's identity
 SERVER_ID = workload_identity("server", "bench")  # the inbound proxy's identity
 
-CONFIGS = ("direct", "isthmus", "haproxy")
+CONFIGS = ("direct", "isthmus", "haproxy", "floor")
+DEFAULT_CONFIGS = ("direct", "isthmus", "haproxy")
 WARMUP_S = 2.0
 RSS_SAMPLE_S = 0.2
 
@@ -401,7 +405,34 @@ def start_haproxy_pair(workdir: Path, certs: Certs, backend_addr: Addr, cpu: int
     return OUTBOUND, [outbound.pid, inbound.pid], stop
 
 
-PAIRS: dict[str, PairStart] = {"isthmus": start_isthmus_pair, "haproxy": start_haproxy_pair}
+def start_floor_pair(workdir: Path, certs: Certs, backend_addr: Addr, cpu: int
+                     ) -> tuple[Addr, list[int], Callable[[], None]]:
+    """Two featureless Python mTLS byte forwarders (bench/floor_forwarder.py) pinned to `cpu`:
+    what the cheapest Python pair costs here, with HAProxy's certificates and checks."""
+    check_free(OUTBOUND)
+    check_free(INBOUND)
+    procs = []
+    for role, listen, upstream, cert, key in (
+            ("inbound", INBOUND, backend_addr, certs.server_chain, certs.server_key),
+            ("outbound", OUTBOUND, INBOUND, certs.client_chain, certs.client_key)):
+        argv = [sys.executable, str(FLOOR_SCRIPT), role, f"{listen[0]}:{listen[1]}",
+                f"{upstream[0]}:{upstream[1]}", "--cert", str(cert), "--key", str(key),
+                "--anchor", str(certs.anchor)]
+        if role == "outbound":
+            argv += ["--server-name", certs.server_identity]
+        procs.append(PROCS.spawn(f"floor {role}", argv, cpu=cpu, log=workdir / f"floor-{role}.log"))
+        wait_listening(listen, procs)
+    inbound, outbound = procs
+
+    def stop() -> None:
+        for p in (outbound, inbound):
+            PROCS.stop(p)
+
+    return OUTBOUND, [outbound.pid, inbound.pid], stop
+
+
+PAIRS: dict[str, PairStart] = {"isthmus": start_isthmus_pair, "haproxy": start_haproxy_pair,
+                               "floor": start_floor_pair}
 
 
 def haproxy_upstream_counters(pid: int) -> dict[str, int] | None:
@@ -573,7 +604,7 @@ def machine() -> dict[str, Any]:
 
 
 def table(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> Table:
-    cols = list(CONFIGS)
+    cols = [c for c in CONFIGS if c in results]
     both = all(results.get(c, {}).get("status") == "ok" for c in ("isthmus", "haproxy"))
     rounds = f", median of {args.rounds} rounds" if args.rounds > 1 else ""
     t = Table(title=f"proxy pair: closed loop -c{args.connections}, fixed rate {args.rate:g}/s "
@@ -668,8 +699,9 @@ def log(msg: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default=",".join(CONFIGS),
-                    help=f"comma-separated configurations to run, of {','.join(CONFIGS)} (default: all)")
+    ap.add_argument("--only", default=",".join(DEFAULT_CONFIGS),
+                    help=f"comma-separated configurations to run, of {','.join(CONFIGS)} "
+                         f"(default: {','.join(DEFAULT_CONFIGS)}; floor is the featureless Python pair)")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds of each measured wrk run")
     ap.add_argument("--connections", type=int, default=32, help="wrk connections of the closed-loop run")
     ap.add_argument("--rate", type=float, default=1000.0, help="requests/s of the fixed-rate run")

@@ -45,18 +45,7 @@ def _answers(url: str) -> bool:
         return False
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+alive = clusters.process_alive
 
 
 def read_pid(path: Path) -> int | None:

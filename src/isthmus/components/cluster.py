@@ -70,9 +70,8 @@ def pick_index(home: Path) -> int:
     raise ClusterError("no free cluster number is left (1-254); delete a cluster first")
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
+def process_alive(pid: int) -> bool:
+    """Whether `pid` is a running process (not a zombie waiting to be reaped)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -80,20 +79,22 @@ def _alive(pid: int | None) -> bool:
     except PermissionError:
         return True
     try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False  # gone since the signal
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid or not process_alive(pid):
+        return False
+    try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return True
     # A recycled pid belongs to some other program: not our server. (An empty command line
     # is a process in the middle of exec, as our server is just after it was spawned.)
-    return (b"isthmus" in cmdline or not cmdline) and _not_zombie(pid)
-
-
-def _not_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return b"isthmus" in cmdline or not cmdline
 
 
 def _client_context(pki: ClusterPKI) -> ssl.SSLContext:
